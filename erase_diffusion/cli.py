@@ -1,0 +1,95 @@
+"""`erase-diffusion`: generate, judge, erase, evaluate and serve the studio app from one command."""
+
+import argparse
+import os
+import sys
+
+from .errors import UsageError
+
+
+def add_generate(sub):
+    p = sub.add_parser("generate", help="Generate images with a Stable Diffusion pipeline (default: the miniature).")
+    p.add_argument("--pretrained_model_name_or_path", default=None, help="Local diffusers pipeline dir (default: the built-in miniature).")
+    p.add_argument("--prompt", action="append", required=True, help="Prompt; repeat for several (each gets --num_images images).")
+    p.add_argument("--negative_prompt", default=None, help="Negative prompt for classifier-free guidance.")
+    p.add_argument("--seed", type=int, default=0, help="Seed of the first image; image k of a prompt uses seed+k.")
+    p.add_argument("--num_images", type=int, default=1, help="Images per prompt.")
+    p.add_argument("--num_inference_steps", type=int, default=20, help="Denoising steps.")
+    p.add_argument("--guidance_scale", type=float, default=5.0, help="Classifier-free guidance scale.")
+    p.add_argument("--height", type=int, default=None, help="Image height (default: the model's native size).")
+    p.add_argument("--width", type=int, default=None, help="Image width (default: the model's native size).")
+    p.add_argument("--output", default="output.png", help="PNG path; several images are written as one grid.")
+    p.add_argument("--scale", type=int, default=4, help="Nearest-neighbour upscaling of the saved PNG (32 px is tiny).")
+
+
+def run_generate(args):
+    from .generate import generate, load_pipeline, make_grid, save_atomic
+
+    if args.num_inference_steps <= 0:
+        raise UsageError(f"--num_inference_steps {args.num_inference_steps} must be a positive integer")
+    if args.num_images <= 0:
+        raise UsageError(f"--num_images {args.num_images} must be a positive integer")
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        raise UsageError(f"--output {args.output!r}: directory {out_dir!r} does not exist")
+    pipe = load_pipeline(args.pretrained_model_name_or_path)
+    prompts = [p for p in args.prompt for _ in range(args.num_images)]
+    seeds = [args.seed + k for _ in args.prompt for k in range(args.num_images)]
+    images = generate(pipe, prompts, seeds, args.num_inference_steps, args.guidance_scale, args.negative_prompt,
+                      args.height, args.width)
+    if len(images) == 1:
+        w, h = images[0].size
+        save_atomic(images[0].resize((w * args.scale, h * args.scale), resample=0), args.output)
+    else:
+        save_atomic(make_grid(images, cols=args.num_images, scale=args.scale), args.output)
+    print(f"wrote {args.output} ({len(images)} image{'s' * (len(images) > 1)})")
+
+
+def add_judge(sub):
+    p = sub.add_parser("judge", help="Classify images into the miniature's shapes and colours with the independent judge.")
+    p.add_argument("images", nargs="+", help="Image files.")
+    p.add_argument("--judge_dir", default=None, help="Judge directory (default: the miniature's judge/).")
+
+
+def run_judge(args):
+    from .judge import Judge, open_image
+
+    for path in args.images:
+        if not os.path.isfile(path):
+            raise UsageError(f"image not found: {path!r}")
+    images = [open_image(p) for p in args.images]
+    judge = Judge(args.judge_dir)
+    width = max(len(p) for p in args.images)
+    print(f"{'image':<{width}}  shape      p(shape)  colour   p(colour)")
+    for path, v in zip(args.images, judge.classify(images)):
+        print(f"{path:<{width}}  {v['shape']:<9}  {v['shape_prob']:>8.3f}  {v['colour']:<7}  {v['colour_prob']:>9.3f}")
+
+
+COMMANDS = {"generate": (add_generate, run_generate), "judge": (add_judge, run_judge)}
+# Subcommands whose flags belong to a script of their own: the CLI hands them the rest of the command line.
+DELEGATED = {"erase": ("erase_diffusion.train", "Erase concepts (CLIPErase loop; same flags as erase_diffusion/train.py).")}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        return importlib.import_module(DELEGATED[argv[0]][0]).cli(argv[1:])
+    parser = argparse.ArgumentParser(prog="erase-diffusion", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    for name, (_, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    args = parser.parse_args(argv)
+    try:
+        COMMANDS[args.command][1](args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

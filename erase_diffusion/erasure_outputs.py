@@ -1,0 +1,117 @@
+"""What an erasure run leaves in --output_dir, written to a staging dir and moved into place at the end.
+
+erasure.json moves last: a directory with erasure.json is a complete erasure, one without it is not.
+"""
+
+import json
+import os
+import shutil
+import time
+
+from . import __version__
+from .model_card import model_card
+
+FULL, LORA = "full", "lora"
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+def save_encoders(args, setup, unwrapped, staging):
+    if args.lora_rank:
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+        from peft.utils import get_peft_model_state_dict
+
+        layers = {f"{enc.name}_lora_layers": get_peft_model_state_dict(unwrapped[enc.name]) for enc in setup.encoders}
+        cls = StableDiffusionXLPipeline if setup.family == "sdxl" else StableDiffusionPipeline
+        cls.save_lora_weights(staging, safe_serialization=True, **layers)
+    else:
+        for enc in setup.encoders:
+            unwrapped[enc.name].save_pretrained(os.path.join(staging, enc.name))
+    for enc in setup.encoders:
+        enc.tokenizer.save_pretrained(os.path.join(staging, enc.name.replace("text_encoder", "tokenizer")))
+    if args.train_vision_tower:
+        save_unlearned_clip(args, setup, unwrapped, staging)
+
+
+def save_unlearned_clip(args, setup, unwrapped, staging):
+    """The whole unlearned CLIP (both towers) for CLIP's own zero-shot and retrieval use."""
+    from .families import default_clip_paths, load_clip
+
+    paths = args.clip_model_name_or_path or default_clip_paths(setup.family, args.pretrained_model_name_or_path)
+    for k, (enc, path) in enumerate(zip(setup.encoders, paths)):
+        clip = load_clip(path)
+        text = unwrapped[enc.name]
+        clip.text_model.load_state_dict(getattr(text, "text_model", text).state_dict())
+        clip.vision_model.load_state_dict(unwrapped[f"vision_{k}"].state_dict())
+        clip.save_pretrained(os.path.join(staging, "clip" if k == 0 else f"clip_{k + 1}"))
+
+
+def erased_modules(args, setup, unwrapped):
+    """{component: module} to swap into the base pipeline (LoRA adapters merged into a copy)."""
+    import copy
+
+    out = {}
+    for enc in setup.encoders:
+        module = unwrapped[enc.name]
+        if args.lora_rank:
+            from peft.tuners.tuners_utils import BaseTunerLayer
+
+            module = copy.deepcopy(module)  # merging in place would change the weights being saved
+            for layer in module.modules():
+                if isinstance(layer, BaseTunerLayer):
+                    layer.merge()
+        out[enc.name] = module.eval()
+    return out
+
+
+def validate(args, setup, unwrapped, staging):
+    """Judged before/after generations on the miniature (the judge knows only its world); grids for a person."""
+    if setup.family != "miniature" or args.validation_seeds <= 0:
+        return None
+    from .generate import load_pipeline, make_grid, save_atomic
+    from .judge import Judge
+    from .metrics import compare, summary_line
+    from .miniature import judge_path
+
+    pipe = load_pipeline(args.pretrained_model_name_or_path)
+    metrics, rows, before, after = compare(pipe, Judge(judge_path(args.pretrained_model_name_or_path)), erased_modules(args, setup, unwrapped), setup.concepts,
+                                           args.validation_seeds, args.num_inference_steps, args.guidance_scale)
+    cols = len(rows) // (len(rows) // 6) if len(rows) >= 6 else len(rows)
+    save_atomic(make_grid(before, cols=cols, scale=2), os.path.join(staging, "validation_before.png"))
+    save_atomic(make_grid(after, cols=cols, scale=2), os.path.join(staging, "validation_after.png"))
+    metrics["summary"] = summary_line(metrics)
+    return metrics
+
+
+def write_outputs(args, setup, unwrapped, final_losses):
+    staging = os.path.join(args.output_dir, ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    try:
+        return _write(args, setup, unwrapped, final_losses, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed run leaves no half-written erasure
+
+
+def _write(args, setup, unwrapped, final_losses, staging):
+    save_encoders(args, setup, unwrapped, staging)
+    metrics = validate(args, setup, unwrapped, staging)
+    record = {
+        "erase_diffusion_version": __version__,
+        "concepts": setup.concepts, "retain_concepts": setup.retain, "anchor": setup.anchor,
+        "base_model": os.path.abspath(args.pretrained_model_name_or_path), "family": setup.family,
+        "format": LORA if args.lora_rank else FULL, "objective": args.objective,
+        "text_encoders": [enc.name for enc in setup.encoders],
+        "flags": {k: v for k, v in vars(args).items()}, "final_losses": final_losses, "judge_metrics": metrics,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    with open(os.path.join(staging, "README.md"), "w") as f:
+        f.write(model_card(record))
+    with open(os.path.join(staging, "erasure.json"), "w") as f:
+        json.dump(record, f, indent=1, default=str)
+    names = sorted(os.listdir(staging), key=lambda n: n == "erasure.json")
+    for name in names:
+        dest = os.path.join(args.output_dir, name)
+        if os.path.isdir(dest):
+            shutil.rmtree(dest)
+        os.replace(os.path.join(staging, name), dest)
+    return {"record": record, "summary": metrics["summary"] if metrics else None}

@@ -1,0 +1,121 @@
+"""Stable Diffusion families: which one a pipeline is, its text encoders, and the full CLIP each pairs with.
+
+SD 1.x's text encoder is the text tower of openai/clip-vit-large-patch14, SD 2.x's of OpenCLIP ViT-H, SDXL has both
+ViT-L (`text_encoder`) and bigG (`text_encoder_2`, with projection). The text tower that learns starts from the
+pipeline's own encoder weights (a fine-tune's encoder differs from the original CLIP); the vision tower and
+projections come from the paired CLIP.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+from transformers import CLIPImageProcessor, CLIPModel, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from . import miniature
+from .errors import UsageError
+from .generate import check_pipeline_dir
+
+DEFAULT_CLIP = {
+    "sd1": ("openai/clip-vit-large-patch14",),
+    "sd2": ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K",),
+    "sdxl": ("openai/clip-vit-large-patch14", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k"),
+}
+
+
+def detect_family(path):
+    """'miniature', 'sd1', 'sd2' or 'sdxl' for a local pipeline directory; UsageError for anything else."""
+    check_pipeline_dir(path)
+    with open(os.path.join(path, "model_index.json")) as f:
+        index = json.load(f)
+    if "text_encoder" not in index or "unet" not in index:
+        raise UsageError(f"{path!r} is a {index.get('_class_name', 'diffusers')} pipeline, not Stable Diffusion "
+                         "(expected text_encoder and unet components)")
+    if miniature.is_miniature(path):
+        return "miniature"
+    if "text_encoder_2" in index:
+        return "sdxl"
+    with open(os.path.join(path, "text_encoder", "config.json")) as f:
+        act = json.load(f).get("hidden_act")
+    return "sd2" if act == "gelu" else "sd1"  # OpenCLIP ViT-H uses GELU, OpenAI's ViT-L quick-GELU
+
+
+def default_clip_paths(family, path):
+    return (miniature.clip_path(path),) if family == "miniature" else DEFAULT_CLIP[family]
+
+
+@dataclass
+class Encoder:
+    """One text encoder under erasure with the frozen parts of its paired CLIP."""
+
+    name: str  # pipeline component: "text_encoder" or "text_encoder_2"
+    text_encoder: torch.nn.Module
+    tokenizer: CLIPTokenizer
+    vision: torch.nn.Module
+    visual_projection: torch.nn.Module
+    text_projection: torch.nn.Module | None  # None when the encoder carries its own (SDXL's text_encoder_2)
+    logit_scale: float
+    image_processor: CLIPImageProcessor
+    penultimate: bool  # SDXL's UNet reads hidden_states[-2], SD 1/2's the last hidden state
+
+    def tokenize(self, captions):
+        return self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length,
+                              truncation=True, return_tensors="pt").input_ids
+
+    def text(self, model, input_ids):
+        """(conditioning the UNet reads, projected pooled embedding CLIP compares with images) under `model`."""
+        out = model(input_ids, output_hidden_states=self.penultimate)
+        states = out.hidden_states[-2] if self.penultimate else out.last_hidden_state
+        if self.text_projection is None:
+            emb = out.text_embeds
+            states = torch.cat([states.flatten(1), emb], dim=1)  # SDXL's UNet also reads the pooled embedding
+        else:
+            emb = self.text_projection(out.pooler_output)
+        return states, emb
+
+    def images(self, pixels):
+        return self.visual_projection(self.vision(pixel_values=pixels).pooler_output)
+
+    def pixels(self, pil_images):
+        return self.image_processor(images=[im.convert("RGB") for im in pil_images], return_tensors="pt").pixel_values
+
+
+def load_clip(path):
+    try:
+        return CLIPModel.from_pretrained(path)
+    except OSError:
+        raise UsageError(f"CLIP model {path!r} not found locally (nothing is downloaded here); pass "
+                         "--clip_model_name_or_path with a local full CLIPModel directory") from None
+
+
+def load_encoders(path, family, clip_paths):
+    """The pipeline's text encoder(s), each paired with its full CLIP; UsageError when a CLIP does not match."""
+    names = ["text_encoder", "text_encoder_2"] if family == "sdxl" else ["text_encoder"]
+    if len(clip_paths) != len(names):
+        raise UsageError(f"{family} has {len(names)} text encoder(s) but {len(clip_paths)} CLIP model(s) were given "
+                         f"({', '.join(clip_paths)}); pass one --clip_model_name_or_path per encoder")
+    encoders = []
+    for name, clip_path in zip(names, clip_paths):
+        cls = CLIPTextModelWithProjection if name == "text_encoder_2" else CLIPTextModel
+        text_encoder = cls.from_pretrained(path, subfolder=name)
+        tok_dir = os.path.join(path, name.replace("text_encoder", "tokenizer"))
+        tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+        clip = load_clip(clip_path)
+        mine, theirs = text_encoder.config, clip.config.text_config
+        if (mine.hidden_size, mine.vocab_size) != (theirs.hidden_size, theirs.vocab_size):
+            raise UsageError(f"CLIP {clip_path!r} has a text tower of hidden size {theirs.hidden_size} and vocab "
+                             f"{theirs.vocab_size}, but the pipeline's {name} has {mine.hidden_size} and "
+                             f"{mine.vocab_size}: pass the CLIP this encoder was taken from")
+        try:
+            processor = CLIPImageProcessor.from_pretrained(clip_path)
+        except OSError:  # no preprocessor_config.json beside the weights: CLIP's own defaults at its image size
+            size = clip.config.vision_config.image_size
+            processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size=size)
+        encoders.append(Encoder(
+            name=name, text_encoder=text_encoder, tokenizer=tokenizer,
+            vision=clip.vision_model.eval().requires_grad_(False),
+            visual_projection=clip.visual_projection.eval().requires_grad_(False),
+            text_projection=None if name == "text_encoder_2" else clip.text_projection.eval().requires_grad_(False),
+            logit_scale=clip.logit_scale.detach().exp().item(), image_processor=processor, penultimate=family == "sdxl"))
+    return encoders

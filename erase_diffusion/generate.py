@@ -1,0 +1,77 @@
+"""Loading a Stable Diffusion pipeline with clear errors, seeded generation, and image grids."""
+
+import os
+
+import torch
+from PIL import Image, ImageDraw
+
+from . import miniature
+from .errors import UsageError
+
+
+def check_pipeline_dir(path):
+    """Raise UsageError unless `path` is a local diffusers pipeline directory (nothing is downloaded here)."""
+    path = str(path)
+    if not os.path.isdir(path):
+        raise UsageError(f"model dir not found: {path!r} (expected a local diffusers pipeline directory)")
+    if not os.path.isfile(os.path.join(path, "model_index.json")):
+        raise UsageError(f"{path!r} has no model_index.json: not a diffusers pipeline directory")
+    return path
+
+
+def load_pipeline(path=None, dtype=torch.float32, device="cpu"):
+    """A StableDiffusion-family pipeline from a local directory (default: the miniature), safety checker off."""
+    from diffusers import DiffusionPipeline
+
+    path = check_pipeline_dir(path or miniature.model_path())
+    pipe = DiffusionPipeline.from_pretrained(path, dtype=dtype, safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def check_size(pipe, height, width):
+    factor = pipe.vae_scale_factor
+    for name, value in (("height", height), ("width", width)):
+        if value is not None and (value <= 0 or value % factor):
+            raise UsageError(f"--{name} {value} is not a positive multiple of the VAE factor {factor}")
+
+
+def generate(pipe, prompts, seeds, num_inference_steps=20, guidance_scale=5.0, negative_prompt=None, height=None,
+             width=None, batch_size=64):
+    """One image per (prompt, seed) pair; image i depends only on prompts[i] and seeds[i], not on batching."""
+    if num_inference_steps <= 0:
+        raise UsageError(f"num_inference_steps {num_inference_steps} must be a positive integer")
+    check_size(pipe, height, width)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    images = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = list(prompts[i:i + batch_size])
+        gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds[i:i + batch_size]]
+        out = pipe(prompt=chunk, negative_prompt=[negative_prompt or ""] * len(chunk), generator=gens,
+                   num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                   height=height or size, width=width or size, output_type="pil")
+        images += out.images
+    return images
+
+
+def make_grid(images, cols, labels=None, scale=1, label_height=12):
+    """Images in a grid of `cols` columns, each optionally captioned underneath (first line of its label)."""
+    w, h = images[0].size
+    w, h = w * scale, h * scale
+    lh = label_height if labels else 0
+    rows = (len(images) + cols - 1) // cols
+    grid = Image.new("RGB", (cols * w, rows * (h + lh)), "white")
+    draw = ImageDraw.Draw(grid)
+    for i, im in enumerate(images):
+        x, y = (i % cols) * w, (i // cols) * (h + lh)
+        grid.paste(im.resize((w, h), Image.Resampling.NEAREST), (x, y))
+        if labels:
+            draw.text((x + 2, y + h), labels[i], fill="black")
+    return grid
+
+
+def save_atomic(image, path):
+    """Write a PNG via a temporary file, so a crash never leaves a half-written output."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)

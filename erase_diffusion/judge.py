@@ -1,0 +1,73 @@
+"""The independent judge: zero-shot shape and colour classification with a CLIP that is not the one being unlearned.
+
+Leak scores in erasure papers come from such a classifier (UCE and MACE use ViT-B/32 on real SD); here it is the
+miniature's open_clip judge, a ResNet CLIP trained apart from the model under erasure.
+"""
+
+import os
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file
+
+from .errors import UsageError
+from .miniature import judge_path, world
+from .miniature.contrastive import class_prompts
+from .miniature.train_judge import IMAGE_MEAN, IMAGE_STD, MODEL_NAME, WEIGHTS
+
+
+class Judge:
+    """Classifies images into the world's shapes and colours, with probabilities."""
+
+    def __init__(self, path=None, device="cpu"):
+        path = str(path or judge_path())
+        weights = os.path.join(path, WEIGHTS)
+        if not os.path.isfile(weights):
+            raise UsageError(f"judge weights not found: {weights} (expected a judge/ dir from the miniature)")
+        open_clip.add_model_config(os.path.join(path, f"{MODEL_NAME}.json"))
+        self.model, _, self.preprocess = open_clip.create_model_and_transforms(
+            MODEL_NAME, image_mean=IMAGE_MEAN, image_std=IMAGE_STD)
+        self.model.load_state_dict({k: v.float() for k, v in load_file(weights).items()})
+        self.model.eval().to(device)
+        self.tokenizer = open_clip.get_tokenizer(MODEL_NAME)
+        self.device = device
+        self.text_features = self.encode_text(class_prompts())
+
+    @torch.no_grad()
+    def encode_text(self, texts):
+        return F.normalize(self.model.encode_text(self.tokenizer(texts).to(self.device)), dim=-1)
+
+    @torch.no_grad()
+    def encode_images(self, images, batch_size=256):
+        feats = []
+        for i in range(0, len(images), batch_size):
+            x = torch.stack([self.preprocess(im.convert("RGB")) for im in images[i:i + batch_size]]).to(self.device)
+            feats.append(F.normalize(self.model.encode_image(x), dim=-1))
+        return torch.cat(feats)
+
+    def probabilities(self, images):
+        """(shape_probs, colour_probs): tensors of shape (N, 6), ordered as world.SHAPES and world.COLOURS."""
+        probs = (100.0 * self.encode_images(images) @ self.text_features.t()).softmax(-1)
+        probs = probs.view(-1, len(world.SHAPES), len(world.COLOURS))
+        return probs.sum(2), probs.sum(1)
+
+    def classify(self, images):
+        """One dict per image: top shape and colour with their probabilities, and every shape's probability."""
+        shape_p, colour_p = self.probabilities(images)
+        out = []
+        for sp, cp in zip(shape_p, colour_p):
+            s, c = int(sp.argmax()), int(cp.argmax())
+            out.append({"shape": world.SHAPES[s], "shape_prob": float(sp[s]), "colour": world.COLOURS[c],
+                        "colour_prob": float(cp[c]), "shape_probs": dict(zip(world.SHAPES, sp.tolist()))})
+        return out
+
+
+def open_image(path):
+    """Open an image file, or raise UsageError naming it when it does not decode."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path} is not a readable image ({e.__class__.__name__})") from None

@@ -1,0 +1,83 @@
+"""What the two miniature CLIPs (the model's own and the independent judge) share: data pools, loss, zero-shot eval."""
+
+import random
+
+import torch
+import torch.nn.functional as F
+
+from . import world
+
+
+class Pool:
+    """A fixed pool of rendered images; captions are re-drawn every batch so the text tower sees every phrasing."""
+
+    def __init__(self, n, seed, neutral_prob=0.0):
+        rng = random.Random(seed)
+        self.rng = random.Random(seed + 1)
+        self.shapes, self.colours, images = [], [], []
+        for _ in range(n):
+            shape = world.NEUTRAL if rng.random() < neutral_prob else rng.choice(world.SHAPES)
+            colour = rng.choice(world.COLOURS)
+            images.append(world.render(shape, colour, rng))
+            self.shapes.append(shape)
+            self.colours.append(colour)
+        self.pixels = world.to_tensor_batch(images)  # [-1, 1]
+        names = list(world.SHAPES) + [world.NEUTRAL]
+        self.labels = torch.tensor([names.index(s) * len(world.COLOURS) + world.COLOURS.index(c)
+                                    for s, c in zip(self.shapes, self.colours)])
+
+    def batch(self, size):
+        idx = torch.tensor(self.rng.sample(range(len(self.shapes)), size))
+        captions = []
+        for i in idx.tolist():
+            shape, colour = self.shapes[i], self.colours[i]
+            if shape == world.NEUTRAL:
+                captions.append(self.rng.choice(world.TEMPLATES).format(colour=colour, shape=shape))
+            else:
+                captions.append(world.caption(shape, colour, self.rng))
+        return self.pixels[idx], captions, self.labels[idx]
+
+
+def multi_positive_clip_loss(img_emb, txt_emb, labels, logit_scale):
+    """Symmetric CLIP loss where every pair with the same (shape, colour) label counts as a positive.
+
+    With 36 labels a batch of hundreds repeats each label many times; plain InfoNCE would push identical
+    meanings apart.
+    """
+    img_emb, txt_emb = F.normalize(img_emb, dim=-1), F.normalize(txt_emb, dim=-1)
+    logits = logit_scale * img_emb @ txt_emb.t()
+    target = (labels[:, None] == labels[None, :]).float()
+    target = target / target.sum(1, keepdim=True)
+    return 0.5 * (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.t().log_softmax(1)).sum(1).mean())
+
+
+def class_prompts():
+    """The 36 prompts "a {colour} {shape}", shape-major."""
+    return [f"a {c} {s}" for s in world.SHAPES for c in world.COLOURS]
+
+
+@torch.no_grad()
+def zero_shot(encode_image, encode_text, pixels, shapes, colours, batch_size=256):
+    """Shape and colour accuracy of a CLIP on images, classifying into the 36 "a {colour} {shape}" prompts."""
+    txt = F.normalize(encode_text(class_prompts()), dim=-1)
+    probs = []
+    for i in range(0, len(pixels), batch_size):
+        img = F.normalize(encode_image(pixels[i:i + batch_size]), dim=-1)
+        probs.append((100.0 * img @ txt.t()).softmax(-1))
+    probs = torch.cat(probs).view(-1, len(world.SHAPES), len(world.COLOURS))
+    shape_pred = probs.sum(2).argmax(1)
+    colour_pred = probs.sum(1).argmax(1)
+    shape_true = torch.tensor([world.SHAPES.index(s) for s in shapes])
+    colour_true = torch.tensor([world.COLOURS.index(c) for c in colours])
+    per_shape = {s: (shape_pred[shape_true == k] == k).float().mean().item() for k, s in enumerate(world.SHAPES)}
+    return {"shape": (shape_pred == shape_true).float().mean().item(),
+            "colour": (colour_pred == colour_true).float().mean().item(), "per_shape": per_shape}
+
+
+def cosine_lr(step, total, warmup):
+    """Linear warm-up then cosine decay to zero, as a LambdaLR multiplier."""
+    import math
+
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
