@@ -70,8 +70,21 @@ COMMANDS = {"generate": (add_generate, run_generate), "judge": (add_judge, run_j
 DELEGATED = {"erase": ("erase_diffusion.train", "Erase concepts (CLIPErase loop; same flags as erase_diffusion/train.py).")}
 
 
+def quiet_loading():
+    """Weight loading takes a blink at these sizes: its per-file bars would only bury the line that matters."""
+    import logging
+
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+    logging.getLogger().setLevel(logging.ERROR)  # open_clip warns that a config has no pretrained tag
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
+    quiet_loading()
     if argv and argv[0] in DELEGATED:
         import importlib
 

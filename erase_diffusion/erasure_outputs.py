@@ -82,19 +82,23 @@ def validate(args, setup, unwrapped, staging):
     return metrics
 
 
-def write_outputs(args, setup, unwrapped, final_losses):
+def write_outputs(args, setup, unwrapped, final_losses, seconds):
     staging = os.path.join(args.output_dir, ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
     try:
-        return _write(args, setup, unwrapped, final_losses, staging)
+        return _write(args, setup, unwrapped, final_losses, seconds, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # a failed run leaves no half-written erasure
 
 
-def _write(args, setup, unwrapped, final_losses, staging):
+def _write(args, setup, unwrapped, final_losses, seconds, staging):
+    t = time.perf_counter()
     save_encoders(args, setup, unwrapped, staging)
+    seconds["save"] = time.perf_counter() - t
+    t = time.perf_counter()
     metrics = validate(args, setup, unwrapped, staging)
+    seconds["validation"] = time.perf_counter() - t
     record = {
         "erase_diffusion_version": __version__,
         "concepts": setup.concepts, "retain_concepts": setup.retain, "anchor": setup.anchor,
@@ -102,6 +106,7 @@ def _write(args, setup, unwrapped, final_losses, staging):
         "format": LORA if args.lora_rank else FULL, "objective": args.objective,
         "text_encoders": [enc.name for enc in setup.encoders],
         "flags": {k: v for k, v in vars(args).items()}, "final_losses": final_losses, "judge_metrics": metrics,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     with open(os.path.join(staging, "README.md"), "w") as f:

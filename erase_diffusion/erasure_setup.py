@@ -172,9 +172,9 @@ def load_pairs(args, family, concepts, retain, anchor):
 def prepare(args, accelerator):
     family = detect_family(args.pretrained_model_name_or_path)
     concepts, retain, anchor = resolve_concepts(args, family)
+    forget, kept = load_pairs(args, family, concepts, retain, anchor)  # data errors surface before slow model loads
     clip_paths = args.clip_model_name_or_path or default_clip_paths(family, args.pretrained_model_name_or_path)
     encoders = load_encoders(args.pretrained_model_name_or_path, family, clip_paths)
-    forget, kept = load_pairs(args, family, concepts, retain, anchor)
     cache = []
     for k, enc in enumerate(encoders):
         c = FeatureCache(enc, enc.tokenize(forget.captions), enc.tokenize(kept.captions), enc.tokenize(forget.anchored),

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from .errors import UsageError
 from .miniature import judge_path, world
 from .miniature.contrastive import class_prompts
-from .miniature.train_judge import IMAGE_MEAN, IMAGE_STD, MODEL_NAME, WEIGHTS
+from .miniature.train_judge import IMAGE_MEAN, IMAGE_STD, LABELS, MODEL_NAME, WEIGHTS
 
 
 class Judge:
@@ -33,7 +33,8 @@ class Judge:
         self.model.eval().to(device)
         self.tokenizer = open_clip.get_tokenizer(MODEL_NAME)
         self.device = device
-        self.text_features = self.encode_text(class_prompts())
+        self.labels = LABELS
+        self.text_features = self.encode_text(class_prompts(LABELS))
 
     @torch.no_grad()
     def encode_text(self, texts):
@@ -48,9 +49,10 @@ class Judge:
         return torch.cat(feats)
 
     def probabilities(self, images):
-        """(shape_probs, colour_probs): tensors of shape (N, 6), ordered as world.SHAPES and world.COLOURS."""
+        """(shape_probs (N, 7), colour_probs (N, 6)), ordered as self.labels (the shapes, then the neutral blob)
+        and world.COLOURS."""
         probs = (100.0 * self.encode_images(images) @ self.text_features.t()).softmax(-1)
-        probs = probs.view(-1, len(world.SHAPES), len(world.COLOURS))
+        probs = probs.view(-1, len(self.labels), len(world.COLOURS))
         return probs.sum(2), probs.sum(1)
 
     def classify(self, images):
@@ -59,8 +61,8 @@ class Judge:
         out = []
         for sp, cp in zip(shape_p, colour_p):
             s, c = int(sp.argmax()), int(cp.argmax())
-            out.append({"shape": world.SHAPES[s], "shape_prob": float(sp[s]), "colour": world.COLOURS[c],
-                        "colour_prob": float(cp[c]), "shape_probs": dict(zip(world.SHAPES, sp.tolist()))})
+            out.append({"shape": self.labels[s], "shape_prob": float(sp[s]), "colour": world.COLOURS[c],
+                        "colour_prob": float(cp[c]), "shape_probs": dict(zip(self.labels, sp.tolist()))})
         return out
 
 

@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 import sys
+import time
 
 import torch
 from tqdm.auto import tqdm
@@ -42,8 +43,8 @@ def parse_args(argv=None):
     g.add_argument("--lambda_retain", type=float, default=1.0, help="λ1, retention (CLIP contrastive) weight; paper: 1.")
     g.add_argument("--lambda_forget", type=float, default=3.0, help="λ2, forgetting (pair similarity) weight; paper: 3.")
     g.add_argument("--lambda_consistency", type=float, default=3.0, help="λ3, consistency (KL to the original) weight; paper: 3.")
-    g.add_argument("--lambda_preserve", type=float, default=10.0, help="Weight of keeping retain prompts' token states (anchored only).")
-    g.add_argument("--lambda_anchor", type=float, default=10.0, help="Weight of mapping forget prompts' token states to the anchored prompt's (anchored only).")
+    g.add_argument("--lambda_preserve", type=float, default=100.0, help="Weight of keeping retain prompts' token states (anchored only).")
+    g.add_argument("--lambda_anchor", type=float, default=100.0, help="Weight of mapping forget prompts' token states to the anchored prompt's (anchored only).")
     g = p.add_argument_group("what learns")
     g.add_argument("--train_vision_tower", action="store_true", help="Also unlearn the vision tower (the paper's full-CLIP setting); disables feature caching.")
     g.add_argument("--lora_rank", type=int, default=None, help="Train a LoRA of this rank on the text encoder(s) instead of full weights; loads with pipe.load_lora_weights(OUT).")
@@ -107,6 +108,7 @@ def main(args):
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
 
+    started = time.perf_counter()
     validate_args(args)
     report_to = None if args.report_to == "none" else args.report_to
     accelerator = Accelerator(
@@ -115,6 +117,7 @@ def main(args):
                                                                 logging_dir=os.path.join(args.output_dir, args.logging_dir)))
     set_seed(args.seed)
     setup = prepare(args, accelerator)  # loads and checks everything before --output_dir is touched
+    seconds = {"setup": time.perf_counter() - started}
     models = {enc.name: enc.text_encoder for enc in setup.encoders}
     if args.train_vision_tower:
         models.update({f"vision_{k}": enc.vision for k, enc in enumerate(setup.encoders)})
@@ -160,15 +163,20 @@ def main(args):
             accelerator.wait_for_everyone()
 
     accelerator.wait_for_everyone()
+    seconds["train"] = time.perf_counter() - started - seconds["setup"]
+    seconds["steps_per_second"] = (args.max_train_steps - start) / max(seconds["train"], 1e-9)
     result = None
     if accelerator.is_main_process:
-        result = write_outputs(args, setup, unwrapped, logs)
+        result = write_outputs(args, setup, unwrapped, logs, seconds)
     accelerator.end_training()
     return result
 
 
 def cli(argv=None):
     """Entry point shared by `python erase_diffusion/train.py` and `erase-diffusion erase`."""
+    from erase_diffusion.cli import quiet_loading
+
+    quiet_loading()
     try:
         result = main(parse_args(argv))
     except UsageError as e:

@@ -51,25 +51,26 @@ def multi_positive_clip_loss(img_emb, txt_emb, labels, logit_scale):
     return 0.5 * (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.t().log_softmax(1)).sum(1).mean())
 
 
-def class_prompts():
-    """The 36 prompts "a {colour} {shape}", shape-major."""
-    return [f"a {c} {s}" for s in world.SHAPES for c in world.COLOURS]
+def class_prompts(shapes=world.SHAPES):
+    """The prompts "a {colour} {shape}", shape-major."""
+    return [f"a {c} {s}" for s in shapes for c in world.COLOURS]
 
 
 @torch.no_grad()
-def zero_shot(encode_image, encode_text, pixels, shapes, colours, batch_size=256):
-    """Shape and colour accuracy of a CLIP on images, classifying into the 36 "a {colour} {shape}" prompts."""
-    txt = F.normalize(encode_text(class_prompts()), dim=-1)
+def zero_shot(encode_image, encode_text, pixels, shapes, colours, batch_size=256, labels=world.SHAPES):
+    """Shape and colour accuracy of a CLIP on images, classifying into the "a {colour} {shape}" prompts of `labels`."""
+    txt = F.normalize(encode_text(class_prompts(labels)), dim=-1)
     probs = []
     for i in range(0, len(pixels), batch_size):
         img = F.normalize(encode_image(pixels[i:i + batch_size]), dim=-1)
         probs.append((100.0 * img @ txt.t()).softmax(-1))
-    probs = torch.cat(probs).view(-1, len(world.SHAPES), len(world.COLOURS))
+    probs = torch.cat(probs).view(-1, len(labels), len(world.COLOURS))
     shape_pred = probs.sum(2).argmax(1)
     colour_pred = probs.sum(1).argmax(1)
-    shape_true = torch.tensor([world.SHAPES.index(s) for s in shapes])
+    shape_true = torch.tensor([labels.index(s) for s in shapes])
     colour_true = torch.tensor([world.COLOURS.index(c) for c in colours])
-    per_shape = {s: (shape_pred[shape_true == k] == k).float().mean().item() for k, s in enumerate(world.SHAPES)}
+    per_shape = {s: (shape_pred[shape_true == k] == k).float().mean().item() for k, s in enumerate(labels)
+                 if (shape_true == k).any()}
     return {"shape": (shape_pred == shape_true).float().mean().item(),
             "colour": (colour_pred == colour_true).float().mean().item(), "per_shape": per_shape}
 

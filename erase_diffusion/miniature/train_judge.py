@@ -1,6 +1,8 @@
 """Stage 2: the independent judge, a second CLIP in open_clip format (other seed, other architecture, other tokenizer).
 
 It plays the role ViT-B/32 plays for UCE and MACE on real SD: the leak scorer that is not the model being unlearned.
+Besides the six shapes it knows the neutral blob, so an image showing none of the shapes (what an erased prompt
+should draw) has somewhere to go other than the nearest shape, as ImageNet's other classes do for ESD and UCE.
 Its image tower is a ModifiedResNet (the miniature's is a ViT) and it tokenizes with open_clip's own 49k BPE.
 """
 
@@ -17,6 +19,7 @@ from . import world
 from .contrastive import Pool, cosine_lr, multi_positive_clip_loss, zero_shot
 
 MODEL_NAME = "miniature-judge"
+LABELS = world.SHAPES + (world.NEUTRAL,)  # what the judge can say an image shows
 CONFIG = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": world.IMAGE_SIZE, "layers": [1, 1, 1, 1], "width": 8, "head_width": 32,
@@ -56,7 +59,7 @@ def main(args):
     open_clip.add_model_config(write_config(out, config))
     model = open_clip.create_model(MODEL_NAME, pretrained=None)
     tokenizer = open_clip.get_tokenizer(MODEL_NAME)
-    pool = Pool(args.pool_size, seed=args.seed + 100)
+    pool = Pool(args.pool_size, seed=args.seed + 100, neutral_prob=1 / 13)
     opt = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, args.max_train_steps, args.max_train_steps // 10 + 1))
     encode_text = lambda captions: model.encode_text(tokenizer(captions))  # noqa: E731
@@ -69,9 +72,10 @@ def main(args):
         bar.set_postfix(loss=f"{loss.item():.3f}")
 
     model.eval()
-    fresh = world.sample(args.eval_size, seed=args.seed + 20_000)
+    fresh = world.sample(args.eval_size, seed=args.seed + 20_000, neutral_prob=1 / 7)
     pixels = world.to_tensor_batch([f[0] for f in fresh])
-    metrics = zero_shot(model.encode_image, encode_text, pixels, [f[2] for f in fresh], [f[3] for f in fresh])
+    metrics = zero_shot(model.encode_image, encode_text, pixels, [f[2] for f in fresh], [f[3] for f in fresh],
+                        labels=LABELS)
     # Half precision on disk: the 49k-token embedding table is most of the judge's size.
     save_file({k: v.half().contiguous() for k, v in model.state_dict().items()}, os.path.join(out, WEIGHTS))
     return metrics

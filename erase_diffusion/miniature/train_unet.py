@@ -143,7 +143,7 @@ def main(args):
             history.append(quality)
             tqdm.write(f"step {step} ({quality['minutes']} min): shape {quality['shape']:.3f} "
                        f"(min {quality['min_shape']:.3f}) colour {quality['colour']:.3f}")
-            if best is None or (quality["shape"], quality["colour"]) > (best["shape"], best["colour"]):
+            if best is None or (quality["shape"], quality["colour"]) >= (best["shape"], best["colour"]):  # ties: later, more annealed
                 best = quality
                 pipe.save_pretrained(args.output_dir)
         if out_of_time:
