@@ -1,5 +1,10 @@
-"""`make demo`: the main job on the built-in miniature, offline and on a laptop CPU."""
+"""`make demo`: the main job on the built-in miniature, offline and on a laptop CPU.
 
+1. What the miniature draws for all 36 "a {colour} {shape}" prompts, and what the independent judge sees.
+2. Erase "triangle" (kept in demo_out/no-triangle once made) and show original | erased, judged, same seeds.
+"""
+
+import json
 import os
 
 from .generate import generate, load_pipeline, make_grid, save_atomic
@@ -7,21 +12,48 @@ from .judge import Judge
 from .miniature import world
 
 OUT = "demo_out"
+ERASED = os.path.join(OUT, "no-triangle")
+
+
+def show_world(pipe, judge):
+    prompts = [f"a {c} {s}" for s in world.SHAPES for c in world.COLOURS]
+    images = generate(pipe, prompts, seeds=[0] * len(prompts))
+    verdicts = judge.classify(images)
+    labels = [f"{v['shape'][:6]} {v['shape_prob']:.2f}" for v in verdicts]
+    save_atomic(make_grid(images, cols=len(world.COLOURS), labels=labels, scale=3), os.path.join(OUT, "grid.png"))
+    right = sum(v["shape"] == p.split()[-1] for p, v in zip(prompts, verdicts))
+    print(f"1. the miniature draws 36 prompts; the judge names the right shape for {right}/36 -> {OUT}/grid.png")
+
+
+def erase_and_compare(pipe, judge):
+    from .metrics import compare, summary_line
+    from .train import main, parse_args
+
+    if not os.path.isfile(os.path.join(ERASED, "erasure.json")):
+        print("2. erasing 'triangle' from the miniature's text encoder ...")
+        main(parse_args(["--concept", "triangle", "--output_dir", ERASED, "--overwrite_output_dir",
+                         "--validation_seeds", "0", "--report_to", "none"]))
+    from transformers import CLIPTextModel
+
+    erased = CLIPTextModel.from_pretrained(ERASED, subfolder="text_encoder")
+    metrics, rows, before, after = compare(pipe, judge, {"text_encoder": erased}, ["triangle"], seeds=1)
+    pairs = [im for pair in zip(before, after) for im in pair]
+    save_atomic(make_grid(pairs, cols=12, scale=3), os.path.join(OUT, "original_vs_erased.png"))
+    print(f"   judged, original -> erased: {summary_line(metrics)}")
+    print(f"   pairs (original, erased) for every prompt: {OUT}/original_vs_erased.png")
+    with open(os.path.join(OUT, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=1)
 
 
 def main():
+    from .cli import quiet_loading
+
+    quiet_loading()
     os.makedirs(OUT, exist_ok=True)
-    pipe = load_pipeline()
-    prompts = [f"a {c} {s}" for s in world.SHAPES for c in world.COLOURS]
-    images = generate(pipe, prompts, seeds=[0] * len(prompts))
-    verdicts = Judge().classify(images)
-    labels = [f"{v['shape'][:6]} {v['shape_prob']:.2f}" for v in verdicts]
-    save_atomic(make_grid(images, cols=len(world.COLOURS), labels=labels, scale=3), os.path.join(OUT, "grid.png"))
-    print(f"{'prompt':<20} judge sees")
-    for p, v in zip(prompts, verdicts):
-        print(f"{p:<20} {v['colour']} {v['shape']} (p={v['shape_prob']:.2f})")
-    right = sum(v["shape"] == p.split()[-1] for p, v in zip(prompts, verdicts))
-    print(f"\nshape right in {right}/{len(prompts)}; grid with the judge's labels: {OUT}/grid.png")
+    pipe, judge = load_pipeline(), Judge()
+    show_world(pipe, judge)
+    erase_and_compare(pipe, judge)
+    print(f"   the erasure (drop-in text_encoder/, model card README.md, erasure.json): {ERASED}/")
 
 
 if __name__ == "__main__":

@@ -25,11 +25,12 @@ def test_erasing_triangle_removes_it_and_keeps_the_rest(tmp_path):
                               "--report_to", "none", "--checkpointing_steps", "0"]))
     m = result["record"]["judge_metrics"]
     o, e = m["original"], m["erased"]
-    assert o["forget"]["triangle"] >= 0.75 and e["forget"]["triangle"] <= 0.10, m["summary"]
-    assert mean(e["paraphrase"]) <= 0.2, m["summary"]
+    one = 1 / 12  # 2 seeds x 6 colours per shape: one image is 8.3 points
+    assert o["forget"]["triangle"] >= 0.9 and e["forget"]["triangle"] <= one, m["summary"]
+    assert mean(e["paraphrase"]) <= one, m["summary"]
     for shape, acc in o["retain"].items():
-        assert e["retain"][shape] >= acc - 0.15, (shape, m["summary"])
-    assert e["colour_retain"] >= o["colour_retain"] - 0.1, m["summary"]
+        assert e["retain"][shape] >= acc - one, (shape, m["summary"])
+    assert e["colour_retain"] >= o["colour_retain"] - one, m["summary"]
     assert (tmp_path / "out" / "validation_after.png").is_file()
 
 
@@ -39,8 +40,9 @@ def test_two_concepts_in_one_run(tmp_path):
     m = result["record"]["judge_metrics"]
     assert result["record"]["concepts"] == ["triangle", "star"]
     for c in ("triangle", "star"):
-        assert m["erased"]["forget"][c] <= 0.2, m["summary"]
-    assert mean(m["erased"]["retain"]) >= mean(m["original"]["retain"]) - 0.15, m["summary"]
+        assert m["erased"]["forget"][c] <= 1 / 6, m["summary"]  # 6 images per shape
+    for shape, acc in m["original"]["retain"].items():
+        assert m["erased"]["retain"][shape] >= acc - 1 / 6, (shape, m["summary"])
 
 
 def erase_cmd(out, *extra, launcher=(sys.executable,)):

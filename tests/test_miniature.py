@@ -4,6 +4,7 @@ import json
 import os
 import random
 
+import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
@@ -24,7 +25,7 @@ def test_world_renders_every_shape_and_paraphrases_avoid_the_shape_word():
     caps = world.all_captions("triangle", "blue")
     assert "a blue triangle" in caps and "a blue three-sided shape" in caps
     # A red triangle really is red: its pixels are far redder than they are blue or green.
-    arr = torch.tensor(list(world.render("triangle", "red", rng).getdata())).float()
+    arr = torch.from_numpy(np.asarray(world.render("triangle", "red", rng), dtype=np.float32)).reshape(-1, 3)
     reddest = arr[(arr[:, 0] - arr[:, 2]) > 100]
     assert len(reddest) > 50
 
