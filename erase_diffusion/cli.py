@@ -20,6 +20,9 @@ def add_generate(sub):
     p.add_argument("--width", type=int, default=None, help="Image width (default: the model's native size).")
     p.add_argument("--output", default="output.png", help="PNG path; several images are written as one grid.")
     p.add_argument("--scale", type=int, default=4, help="Nearest-neighbour upscaling of the saved PNG (32 px is tiny).")
+    p.add_argument("--erased", default=None, help="Erasure dir from `erase-diffusion erase`: generate with its text encoder(s).")
+    p.add_argument("--compare", action="store_true", help="With --erased: one PNG of original | erased columns, judged under each image.")
+    p.add_argument("--strength", type=float, default=1.0, help="Erasure strength in [0, 1] (LoRA adapter scale, or weight blend).")
 
 
 def run_generate(args):
@@ -32,17 +35,47 @@ def run_generate(args):
     out_dir = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(out_dir):
         raise UsageError(f"--output {args.output!r}: directory {out_dir!r} does not exist")
-    pipe = load_pipeline(args.pretrained_model_name_or_path)
+    if args.compare and not args.erased:
+        raise UsageError("--compare needs --erased OUT (the erasure to compare with the original)")
     prompts = [p for p in args.prompt for _ in range(args.num_images)]
     seeds = [args.seed + k for _ in args.prompt for k in range(args.num_images)]
-    images = generate(pipe, prompts, seeds, args.num_inference_steps, args.guidance_scale, args.negative_prompt,
-                      args.height, args.width)
+    gen = dict(num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
+               negative_prompt=args.negative_prompt, height=args.height, width=args.width)
+    if args.compare:
+        return write_comparison(args, prompts, seeds, gen)
+    if args.erased:
+        from pipelines import load_erased_pipeline
+        from .miniature import model_path
+
+        pipe = load_erased_pipeline(args.pretrained_model_name_or_path or model_path(), args.erased, strength=args.strength)
+    else:
+        pipe = load_pipeline(args.pretrained_model_name_or_path)
+    images = generate(pipe, prompts, seeds, **gen)
     if len(images) == 1:
         w, h = images[0].size
         save_atomic(images[0].resize((w * args.scale, h * args.scale), resample=0), args.output)
     else:
         save_atomic(make_grid(images, cols=args.num_images, scale=args.scale), args.output)
     print(f"wrote {args.output} ({len(images)} image{'s' * (len(images) > 1)})")
+
+
+def write_comparison(args, prompts, seeds, gen):
+    """Rows: prompt x seed; columns: original | erased; under each image the judge's label and its probability."""
+    from pipelines import compare, paired_pipelines
+
+    from .generate import make_grid, save_atomic
+    from .judge import Judge
+    from .miniature import judge_path, model_path
+
+    base = args.pretrained_model_name_or_path or model_path()
+    original, erased = paired_pipelines(base, args.erased, strength=args.strength)
+    before, after = compare(original, erased, prompts, seeds, **gen)
+    images = [im for pair in zip(before, after) for im in pair]
+    labels = None
+    if os.path.isdir(judge_path(base)):  # the judge knows the miniature's world only
+        labels = [f"{v['shape']} {v['shape_prob']:.2f}" for v in Judge(judge_path(base)).classify(images)]
+    save_atomic(make_grid(images, cols=2, labels=labels, scale=args.scale, header=["original", "erased"]), args.output)
+    print(f"wrote {args.output}: original | erased for {len(prompts)} prompt/seed pair(s)")
 
 
 def add_judge(sub):
@@ -67,7 +100,8 @@ def run_judge(args):
 
 COMMANDS = {"generate": (add_generate, run_generate), "judge": (add_judge, run_judge)}
 # Subcommands whose flags belong to a script of their own: the CLI hands them the rest of the command line.
-DELEGATED = {"erase": ("erase_diffusion.train", "Erase concepts (CLIPErase loop; same flags as erase_diffusion/train.py).")}
+DELEGATED = {"erase": ("erase_diffusion.train", "Erase concepts (CLIPErase loop; same flags as erase_diffusion/train.py)."),
+             "evaluate": ("erase_diffusion.evaluate", "Evaluate an erasure: judged metrics, attacks, CLIP tasks and a report.")}
 
 
 def quiet_loading():

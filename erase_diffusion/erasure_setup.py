@@ -5,6 +5,7 @@ All of it happens before --output_dir is touched, so bad input leaves nothing be
 
 import copy
 import os
+import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -23,6 +24,8 @@ def validate_args(args):
     for name in ("lambda_retain", "lambda_forget", "lambda_consistency", "lambda_preserve", "lambda_anchor"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name} {getattr(args, name)} must be >= 0")
+    if args.learning_rate is None:
+        args.learning_rate = 1e-3 if args.lora_rank else 1e-4  # low-rank updates need larger steps to move as far
     if args.learning_rate <= 0:
         raise UsageError(f"--learning_rate {args.learning_rate} must be > 0")
     if args.lora_rank is not None and args.lora_rank <= 0:
@@ -62,16 +65,22 @@ class FeatureCache:
 
     @torch.no_grad()
     def build(self):
-        """Frozen image embeddings and the original encoder's outputs: once when cached, else kept as frozen copies."""
-        self.frozen_text = copy.deepcopy(self.encoder.text_encoder).eval().requires_grad_(False)
-        self.frozen_vision = copy.deepcopy(self.encoder.vision) if self.train_vision else self.encoder.vision
+        """Frozen image embeddings and the original encoder's outputs: once when cached, else kept as frozen copies.
+
+        Runs before the encoder becomes trainable, so when cached the encoder itself is still the original and
+        needs no copy; afterwards the frozen vision tower and the pixels are dropped (they were only for this).
+        """
         if not self.cached:
+            self.frozen_text = copy.deepcopy(self.encoder.text_encoder).eval().requires_grad_(False)
+            self.frozen_vision = copy.deepcopy(self.encoder.vision) if self.train_vision else self.encoder.vision
             return
+        self.frozen_text, self.frozen_vision = self.encoder.text_encoder.eval(), self.encoder.vision
         self.stored["forget"] = self._embed(self.frozen_vision, self.forget_pixels)
         self.stored["retain"] = self._embed(self.frozen_vision, self.retain_pixels)
         self.stored["r_states"], self.stored["r_emb"] = self._text(self.retain_ids)
         self.stored["anchor_states"], _ = self._text(self.anchor_ids)
-        self.frozen_text = None  # the original is no longer needed: its outputs are stored
+        self.frozen_text = self.frozen_vision = self.encoder.vision = None
+        self.forget_pixels = self.retain_pixels = None
 
     def _embed(self, vision, pixels, chunk=128):
         return torch.cat([self.encoder.visual_projection(vision(pixel_values=pixels[i:i + chunk]).pooler_output)
@@ -90,8 +99,9 @@ class FeatureCache:
         with torch.no_grad():
             return self._embed(self.frozen_vision, pixels[idx])
 
-    def original(self, idx_f, idx_r):
-        """The frozen original's side of the objective for this batch."""
+    def original(self, idx_f, idx_r, img_r=None):
+        """The frozen original's side of the objective for this batch (`img_r`: this step's retain image embeddings,
+        reused when the vision tower is frozen rather than computed a second time)."""
         if self.cached:
             s = self.stored
             return SimpleNamespace(img_r=s["retain"][idx_r], r_states=s["r_states"][idx_r], r_emb=s["r_emb"][idx_r],
@@ -99,7 +109,9 @@ class FeatureCache:
         with torch.no_grad():
             r_states, r_emb = self._text(self.retain_ids[idx_r])
             anchor_states, _ = self._text(self.anchor_ids[idx_f])
-            return SimpleNamespace(img_r=self._embed(self.frozen_vision, self.retain_pixels[idx_r]), r_states=r_states,
+            if img_r is None or self.train_vision:
+                img_r = self._embed(self.frozen_vision, self.retain_pixels[idx_r])
+            return SimpleNamespace(img_r=img_r, r_states=r_states,
                                    r_emb=r_emb, anchor_states=anchor_states)
 
 
@@ -113,6 +125,7 @@ class Setup:
     cache: list
     forget: data.Pairs
     retain_pairs: data.Pairs
+    seconds: dict = field(default_factory=dict)  # data, models, cache: where setup time went
 
     @property
     def n_forget(self):
@@ -172,9 +185,14 @@ def load_pairs(args, family, concepts, retain, anchor):
 def prepare(args, accelerator):
     family = detect_family(args.pretrained_model_name_or_path)
     concepts, retain, anchor = resolve_concepts(args, family)
+    t = time.perf_counter()
     forget, kept = load_pairs(args, family, concepts, retain, anchor)  # data errors surface before slow model loads
+    seconds = {"data": time.perf_counter() - t}
+    t = time.perf_counter()
     clip_paths = args.clip_model_name_or_path or default_clip_paths(family, args.pretrained_model_name_or_path)
     encoders = load_encoders(args.pretrained_model_name_or_path, family, clip_paths)
+    seconds["models"] = time.perf_counter() - t
+    t = time.perf_counter()
     cache = []
     for k, enc in enumerate(encoders):
         c = FeatureCache(enc, enc.tokenize(forget.captions), enc.tokenize(kept.captions), enc.tokenize(forget.anchored),
@@ -183,7 +201,8 @@ def prepare(args, accelerator):
         c.build()
         cache.append(c)
         add_trainable(args, enc)
-    return Setup(family, concepts, retain, anchor, encoders, cache, forget, kept)
+    seconds["cache"] = time.perf_counter() - t
+    return Setup(family, concepts, retain, anchor, encoders, cache, forget, kept, seconds)
 
 
 def add_trainable(args, enc):

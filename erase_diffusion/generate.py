@@ -54,16 +54,19 @@ def generate(pipe, prompts, seeds, num_inference_steps=20, guidance_scale=5.0, n
     return images
 
 
-def make_grid(images, cols, labels=None, scale=1, label_height=12):
-    """Images in a grid of `cols` columns, each optionally captioned underneath (first line of its label)."""
+def make_grid(images, cols, labels=None, scale=1, label_height=12, header=None):
+    """Images in a grid of `cols` columns, each optionally captioned underneath, columns optionally titled."""
     w, h = images[0].size
     w, h = w * scale, h * scale
     lh = label_height if labels else 0
+    top = label_height if header else 0
     rows = (len(images) + cols - 1) // cols
-    grid = Image.new("RGB", (cols * w, rows * (h + lh)), "white")
+    grid = Image.new("RGB", (cols * w, top + rows * (h + lh)), "white")
     draw = ImageDraw.Draw(grid)
+    for c, title in enumerate(header or []):
+        draw.text((c * w + 2, 0), title, fill="black")
     for i, im in enumerate(images):
-        x, y = (i % cols) * w, (i // cols) * (h + lh)
+        x, y = (i % cols) * w, top + (i // cols) * (h + lh)
         grid.paste(im.resize((w, h), Image.Resampling.NEAREST), (x, y))
         if labels:
             draw.text((x + 2, y + h), labels[i], fill="black")

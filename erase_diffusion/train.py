@@ -53,7 +53,7 @@ def parse_args(argv=None):
     g = p.add_argument_group("training")
     g.add_argument("--max_train_steps", type=int, default=300, help="Optimiser steps.")
     g.add_argument("--train_batch_size", type=int, default=32, help="Forget pairs and retain pairs per step (each).")
-    g.add_argument("--learning_rate", type=float, default=1e-4, help="Adam learning rate (the paper's 1e-6 is for ViT-L over 20 epochs).")
+    g.add_argument("--learning_rate", type=float, default=None, help="Adam learning rate; default 1e-4 for full weights, 1e-3 for LoRA (the paper's 1e-6 is for ViT-L over 20 epochs).")
     g.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Batches accumulated per optimiser step.")
     g.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no", help="Autocast precision (fp16 needs a GPU).")
     g.add_argument("--seed", type=int, default=0, help="Seed for data, batches and LoRA init.")
@@ -89,7 +89,7 @@ def step_loss(args, setup, models, idx_f, idx_r):
         f_states, f_emb = enc.text(model, cache.forget_ids[idx_f])
         r_states, r_emb = enc.text(model, cache.retain_ids[idx_r])
         img_f, img_r = cache.image_embeds("forget", idx_f, models), cache.image_embeds("retain", idx_r, models)
-        orig = cache.original(idx_f, idx_r)
+        orig = cache.original(idx_f, idx_r, img_r)
         scale = enc.logit_scale
         part = {"forget": losses.forget_loss(img_f, f_emb), "retain": losses.retain_loss(img_r, r_emb, scale),
                 "consistency": losses.consistency_loss(losses.clip_logits(orig.img_r, orig.r_emb, scale),
@@ -117,7 +117,7 @@ def main(args):
                                                                 logging_dir=os.path.join(args.output_dir, args.logging_dir)))
     set_seed(args.seed)
     setup = prepare(args, accelerator)  # loads and checks everything before --output_dir is touched
-    seconds = {"setup": time.perf_counter() - started}
+    seconds = {"setup": time.perf_counter() - started, **setup.seconds}
     models = {enc.name: enc.text_encoder for enc in setup.encoders}
     if args.train_vision_tower:
         models.update({f"vision_{k}": enc.vision for k, enc in enumerate(setup.encoders)})

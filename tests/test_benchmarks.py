@@ -1,0 +1,61 @@
+"""Benchmarks are not tests: this only smoke-runs each script on its smallest setting and checks what it records."""
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # `benchmarks` under plain `pytest`
+
+from benchmarks import baselines, erase_speed, memory, scale  # noqa: E402
+
+
+def lines(results_dir, script):
+    path = results_dir / f"{script}.jsonl"
+    assert path.is_file(), f"{script} wrote no results"
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    assert recs and all(r["script"] == script and r["smoke"] for r in recs)
+    for r in recs:
+        m = r["machine"]
+        assert m["cpu_count"] >= 1 and m["torch"] and m["timestamp"] and m["platform"]
+    return recs
+
+
+def test_erase_speed_smoke(tmp_path):
+    erase_speed.main(erase_speed.parse_args(["--smoke", "--results_dir", str(tmp_path)]))
+    recs = lines(tmp_path, "erase_speed")
+    runs = [r for r in recs if r["measurement"] == "run"]
+    assert {r["config"] for r in runs} == {"cache on", "cache off"}
+    for r in runs:
+        assert r["process_wall"] > 0 and r["train"] > 0 and r["steps_per_second"] > 0 and r["peak_rss_mib"] > 0
+        assert r["process_wall"] >= r["erase_wall"] > 0
+    (summary,) = [r for r in recs if r["measurement"] == "speedup"]
+    assert summary["speedup_steps_per_second"] > 0 and summary["one_concept_process_wall"] > 0
+
+
+def test_scale_smoke(tmp_path):
+    scale.main(scale.parse_args(["--smoke", "--results_dir", str(tmp_path), "--work_dir", str(tmp_path / "w")]))
+    (rec,) = lines(tmp_path, "scale")
+    assert rec["concepts"] == 2 and rec["n_forget"] == 8
+    assert rec["process_wall"] > 0 and rec["train"] > 0 and rec["peak_rss_mib"] > 0 and rec["cached_feature_mib"] > 0
+
+
+def test_memory_smoke(tmp_path):
+    memory.main(memory.parse_args(["--smoke", "--results_dir", str(tmp_path), "--work_dir", str(tmp_path / "w")]))
+    (rec,) = lines(tmp_path, "memory")
+    assert rec["sizes"] == "tiny" and rec["lora_rank"] == 4 and not rec["cache_features"]
+    assert 0 < rec["trainable_params"] < rec["text_params"]  # LoRA trains a sliver of the encoder
+    assert rec["sec_per_step"] > 0 and rec["peak_rss_mib"] > rec["rss_floor_mib"] > 0
+    assert rec["lower_bound_mib"] > 0 and rec["ratio"] > 0
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_baselines_smoke(tmp_path):
+    baselines.main(baselines.parse_args(["--smoke", "--results_dir", str(tmp_path)]))
+    recs = {r["method"].split()[0]: r for r in lines(tmp_path, "baselines")}
+    assert set(recs) == {"original", "CLIPErase", "UCE"}
+    for name in ("CLIPErase", "UCE"):
+        assert recs[name]["edit_seconds"] > 0
+        for key in ("forget", "paraphrase", "retain", "colour"):
+            assert 0.0 <= recs[name][key] <= 1.0
