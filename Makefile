@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m erase_diffusion.demo
+	$(PY) -m erase_diffusion.demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -101,7 +101,8 @@ def run_judge(args):
 COMMANDS = {"generate": (add_generate, run_generate), "judge": (add_judge, run_judge)}
 # Subcommands whose flags belong to a script of their own: the CLI hands them the rest of the command line.
 DELEGATED = {"erase": ("erase_diffusion.train", "Erase concepts (CLIPErase loop; same flags as erase_diffusion/train.py)."),
-             "evaluate": ("erase_diffusion.evaluate", "Evaluate an erasure: judged metrics, attacks, CLIP tasks and a report.")}
+             "evaluate": ("erase_diffusion.evaluate", "Evaluate an erasure: judged metrics, attacks, CLIP tasks and a report."),
+             "app": ("app.studio", "Serve the Gradio studio: original vs erased side by side, erase and report tabs.")}
 
 
 def quiet_loading():

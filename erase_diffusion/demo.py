@@ -2,7 +2,10 @@
 
 1. What the miniature draws for all 36 "a {colour} {shape}" prompts, and what the independent judge sees.
 2. Erase "triangle" (kept in demo_out/no-triangle once made) and show original | erased, judged, same seeds.
+3. Serve the studio (http://127.0.0.1:7860) with that erasure loaded; `--no_serve` stops after step 2.
 """
+
+import argparse
 
 import json
 import os
@@ -45,15 +48,24 @@ def erase_and_compare(pipe, judge):
         json.dump(metrics, f, indent=1)
 
 
-def main():
+def main(argv=None):
     from .cli import quiet_loading
 
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--no_serve", action="store_true", help="Stop after the judged comparison instead of serving the studio.")
+    p.add_argument("--port", type=int, default=7860, help="Port of the studio.")
+    args = p.parse_args(argv)
     quiet_loading()
     os.makedirs(OUT, exist_ok=True)
     pipe, judge = load_pipeline(), Judge()
     show_world(pipe, judge)
     erase_and_compare(pipe, judge)
     print(f"   the erasure (drop-in text_encoder/, model card README.md, erasure.json): {ERASED}/")
+    if not args.no_serve:
+        from app.studio import main as serve, parse_args as studio_args
+
+        print(f"3. the studio, original vs erased side by side: http://127.0.0.1:{args.port} (Ctrl+C stops it)")
+        serve(studio_args(["--erased", ERASED, "--erasures_dir", OUT, "--port", str(args.port)]))
 
 
 if __name__ == "__main__":

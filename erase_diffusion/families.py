@@ -97,9 +97,16 @@ def load_clip_parts(path):
     from safetensors import safe_open
     from transformers.utils import cached_file
 
+    from transformers.utils import logging as hf_logging
+
     try:
         config = CLIPConfig.from_pretrained(path)
-        vision = CLIPVisionModelWithProjection.from_pretrained(path)
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the text tower's keys are skipped on purpose: no "unexpected keys" report
+        try:
+            vision = CLIPVisionModelWithProjection.from_pretrained(path)
+        finally:
+            hf_logging.set_verbosity(level)
         weights = cached_file(path, "model.safetensors")
     except OSError:
         raise UsageError(f"CLIP model {path!r} not found locally as safetensors (nothing is downloaded here); pass "

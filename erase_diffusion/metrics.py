@@ -72,3 +72,63 @@ def summary_line(metrics):
     return (f"forget {mean(o['forget']):.0%} -> {mean(e['forget']):.0%}, paraphrase {mean(o['paraphrase']):.0%} -> "
             f"{mean(e['paraphrase']):.0%}, retain {mean(o['retain']):.0%} -> {mean(e['retain']):.0%}, "
             f"colour {o['colour_retain']:.0%} -> {e['colour_retain']:.0%}")
+
+
+def evaluation_rows(concepts, retain_concepts, templates, num_seeds, seed=0):
+    """Row dicts (prompt, group, concept, colour, seed) for `evaluate`: forget and retain prompts from `templates`
+    ({concept}, optionally {colour}) with `num_seeds` seeds each, and "rephrase" prompts: every template and
+    paraphrase the miniature was trained on that the forget prompts do not already use, one seed each.
+
+    Colours rotate over (template, seed), so a concept is seen in every colour without multiplying the image count.
+    """
+    rows = []
+
+    def add(group, concept, text, index):
+        colour = world.COLOURS[index % len(world.COLOURS)] if "{colour}" in text else None  # None: not prompted
+        rows.append({"prompt": text.format(concept=concept, colour=colour), "group": group, "concept": concept,
+                     "colour": colour, "seed": seed + index % num_seeds})
+
+    for group, names in (("forget", concepts), ("retain", retain_concepts)):
+        for concept in names:
+            for t, template in enumerate(templates):
+                for s in range(num_seeds):
+                    add(group, concept, template, t * num_seeds + s)
+    known = [t.replace("{shape}", "{concept}") for t in world.TEMPLATES]
+    for concept in concepts:
+        pairs = [(t, w) for w in world.shape_words(concept) for t in known if not (w == concept and t in templates)]
+        for i, (template, word) in enumerate(pairs):
+            add("rephrase", concept, template.replace("{concept}", word), i)
+    return rows
+
+
+def shape_accuracy(rows, verdicts, group):
+    """{concept: share of the group's images the judge labels as that concept}."""
+    hits = {}
+    for r, v in zip(rows, verdicts):
+        if r["group"] == group:
+            hits.setdefault(r["concept"], []).append(v["shape"] == r["concept"])
+    return {c: sum(h) / len(h) for c, h in hits.items()}
+
+
+def colour_accuracy(rows, verdicts, group):
+    """Share of the group's images whose colour the judge names as prompted (None when no prompt names one)."""
+    hits = [v["colour"] == r["colour"] for r, v in zip(rows, verdicts) if r["group"] == group and r["colour"]]
+    return sum(hits) / len(hits) if hits else None
+
+
+def clip_scores(judge, images, prompts):
+    """CLIPScore (Hessel et al.) with the judge: 100 * max(cos(image, prompt), 0), one per image."""
+    sims = (judge.encode_images(images) * judge.encode_text(list(prompts))).sum(-1)
+    return (100.0 * sims.clamp(min=0)).tolist()
+
+
+def drift(judge, images_a, images_b):
+    """Per image pair: (mean absolute pixel difference in [0, 1], perceptual distance 1 - cos of judge features).
+
+    1 - cos is computed as |a - b|^2 / 2 of the unit features: equal, and exactly 0 for identical images."""
+    import numpy as np
+
+    pixel = [float(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)).mean() / 255.0)
+             for a, b in zip(images_a, images_b)]
+    perceptual = ((judge.encode_images(images_a) - judge.encode_images(images_b)) ** 2).sum(-1).div(2).tolist()
+    return pixel, perceptual
