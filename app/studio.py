@@ -141,15 +141,9 @@ def main(args, block=True):
 
 
 def cli(argv=None):
-    from erase_diffusion.cli import quiet_loading
+    from erase_diffusion.cli import run_script
 
-    quiet_loading()
-    try:
-        main(parse_args(argv))
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_script(main, parse_args, argv)
 
 
 if __name__ == "__main__":

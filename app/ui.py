@@ -1,7 +1,5 @@
 """The studio's Gradio interface: Compare, Erase and Report tabs over a `Studio`."""
 
-import os
-
 import gradio as gr
 import pandas as pd
 

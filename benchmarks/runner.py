@@ -31,8 +31,6 @@ def tensor_bytes(obj):
 
 
 def main(out_json, argv):
-    import torch
-
     import erase_diffusion.train as T
     from erase_diffusion.cli import quiet_loading
 

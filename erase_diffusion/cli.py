@@ -117,6 +117,21 @@ def quiet_loading():
     logging.getLogger().setLevel(logging.ERROR)  # open_clip warns that a config has no pretrained tag
 
 
+def run_script(main_fn, parse_args, argv=None, report=None):
+    """Entry point of the scripts behind `erase`, `evaluate` and `app`: quiet loading, then bad input as one
+    `error:` line and exit 2; `report(args, result)` prints what the script wants said on success."""
+    quiet_loading()
+    try:
+        args = parse_args(argv)
+        result = main_fn(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if report:
+        report(args, result)
+    return 0
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     quiet_loading()

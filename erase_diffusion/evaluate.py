@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 
-import torch
 from tqdm.auto import tqdm
 
 from . import metrics as judged
@@ -286,18 +285,13 @@ def summary_line(m):
 
 def cli(argv=None):
     """Entry point of `erase-diffusion evaluate`."""
-    from .cli import quiet_loading
+    from .cli import run_script
 
-    quiet_loading()
-    try:
-        args = parse_args(argv)
-        result = main(args)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(summary_line(result))
-    print(f"wrote {args.output_dir}/report.md")
-    return 0
+    def report(args, result):
+        print(summary_line(result))
+        print(f"wrote {args.output_dir}/report.md")
+
+    return run_script(main, parse_args, argv, report)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 from erase_diffusion import checkpoint, losses
 from erase_diffusion.erasure_setup import prepare, validate_args
 from erase_diffusion.erasure_outputs import write_outputs
-from erase_diffusion.errors import UsageError
 
 
 def parse_args(argv=None):
@@ -174,17 +173,13 @@ def main(args):
 
 def cli(argv=None):
     """Entry point shared by `python erase_diffusion/train.py` and `erase-diffusion erase`."""
-    from erase_diffusion.cli import quiet_loading
+    from erase_diffusion.cli import run_script
 
-    quiet_loading()
-    try:
-        result = main(parse_args(argv))
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if result and result.get("summary"):
-        print(result["summary"])
-    return 0
+    def report(args, result):
+        if result and result.get("summary"):
+            print(result["summary"])
+
+    return run_script(main, parse_args, argv, report)
 
 
 if __name__ == "__main__":

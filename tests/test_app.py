@@ -112,3 +112,15 @@ def test_a_person_in_a_browser_generates_a_pair(served, tmp_path):
     if keep:
         shutil.copy(shot, keep)
     assert Image.open(shot).size[0] == 1280
+
+
+def test_erase_tab_makes_a_new_selectable_erasure_and_report_tab_shows_its_evaluation(served):
+    client = Client(served["url"], verbose=False)
+    note, compare_choice, report_choice, _ = client.predict(["star"], 50, 1.0, api_name="/erase")
+    new = compare_choice if isinstance(compare_choice, str) else compare_choice["value"]
+    assert "star" in note and os.path.isfile(os.path.join(new, "erasure.json"))
+    assert new in served["studio"].erasures()
+    _, _, _, verdicts = generate(client, new, "a red star")  # selectable at once, no restart
+    assert len(verdicts["erased"]) == 1
+    text, plots = client.predict(served["erased"], api_name="/report")
+    assert "forget" in text and len(plots) >= 2

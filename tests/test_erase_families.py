@@ -1,7 +1,6 @@
 """The erase loop on every SD family (tiny random models of the real classes), each data source, LoRA, bad input."""
 
 import json
-import os
 
 import pytest
 import torch

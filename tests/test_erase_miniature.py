@@ -76,3 +76,17 @@ def test_two_process_launch(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     record = json.load(open(tmp_path / "ddp" / "erasure.json"))
     assert record["concepts"] == ["triangle"] and os.path.isfile(tmp_path / "ddp" / "text_encoder" / "model.safetensors")
+
+
+def test_vision_tower_unlearning_saves_the_whole_unlearned_clip(tmp_path):
+    from transformers import CLIPModel
+
+    from erase_diffusion.miniature import clip_path
+
+    main(parse_args(["--concept", "triangle", "--output_dir", str(tmp_path / "out"), "--train_vision_tower",
+                     "--max_train_steps", "5", "--validation_seeds", "0", "--report_to", "none",
+                     "--checkpointing_steps", "0"]))
+    unlearned, base = CLIPModel.from_pretrained(tmp_path / "out" / "clip"), CLIPModel.from_pretrained(clip_path())
+    key = "vision_model.encoder.layers.0.mlp.fc1.weight"
+    assert not torch.equal(unlearned.state_dict()[key], base.state_dict()[key])
+    assert json.load(open(tmp_path / "out" / "erasure.json"))["flags"]["train_vision_tower"] is True
