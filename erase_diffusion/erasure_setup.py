@@ -216,5 +216,7 @@ def add_trainable(args, enc):
                                                 target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]))
     else:
         enc.text_encoder.requires_grad_(True)
+    if args.gradient_checkpointing:
+        enc.text_encoder.gradient_checkpointing_enable()
     if args.train_vision_tower:
         enc.vision.requires_grad_(True).train()

@@ -90,3 +90,15 @@ def test_vision_tower_unlearning_saves_the_whole_unlearned_clip(tmp_path):
     key = "vision_model.encoder.layers.0.mlp.fc1.weight"
     assert not torch.equal(unlearned.state_dict()[key], base.state_dict()[key])
     assert json.load(open(tmp_path / "out" / "erasure.json"))["flags"]["train_vision_tower"] is True
+
+
+def test_gradient_checkpointing_changes_memory_not_results(tmp_path):
+    runs = {}
+    for flag in ([], ["--gradient_checkpointing"]):
+        out = tmp_path / ("gc" if flag else "plain")
+        main(parse_args(["--concept", "triangle", "--output_dir", str(out), "--max_train_steps", "10",
+                         "--validation_seeds", "0", "--report_to", "none", "--checkpointing_steps", "0", *flag]))
+        runs[bool(flag)] = load_file(out / "text_encoder" / "model.safetensors")
+    assert all(torch.allclose(runs[True][k], runs[False][k], atol=1e-5) for k in runs[False])
+    base = load_file(os.path.join(ROOT, "erase_diffusion", "miniature", "weights", "text_encoder", "model.safetensors"))
+    assert any(not torch.equal(runs[True][k], base[k]) for k in base)
