@@ -24,7 +24,9 @@ if __package__ in (None, ""):
 from benchmarks import sd15  # noqa: E402
 from benchmarks.common import MIB, RESULTS_DIR, append_results, erase_argv, median, run_erase, table  # noqa: E402
 
-CONFIGS = {"cache+full": (True, None), "cache+lora": (True, 4), "nocache+full": (False, None), "nocache+lora": (False, 4)}
+LEAN = ("--gradient_checkpointing", "--optimizer_in_backward")  # the least-memory flags
+CONFIGS = {"cache+full+lean": (True, None, LEAN), "cache+full": (True, None, ()), "cache+lora": (True, 4, ()),
+           "nocache+full": (False, None, ()), "nocache+lora": (False, 4, ())}
 COLUMNS = [("config", "config", None), ("trainable_params", "trainable params", "{:,}"),
            ("timed_steps", "timed steps", "{}"), ("sec_per_step", "s/step", "{:.2f}"), ("cache", "caching s", "{:.1f}"),
            ("peak_rss_mib", "peak RSS MiB", "{:.0f}"), ("rss_floor_mib", "import floor MiB", "{:.0f}"),
@@ -59,11 +61,11 @@ def main(args):
                                        vision["image_size"])
     rows = []
     for name in [c.strip() for c in args.configs.split(",") if c.strip()]:
-        cache, lora = CONFIGS[name]
+        cache, lora, flags = CONFIGS[name]
         lora = args.lora_rank if lora else None
         steps = args.steps_cached if cache else args.steps_uncached
         extra = ["--pretrained_model_name_or_path", pipe_dir, "--clip_model_name_or_path", clip_dir, "--data_source",
-                 "folder", "--forget_data_dir", forget, "--retain_data_dir", retain]
+                 "folder", "--forget_data_dir", forget, "--retain_data_dir", retain, *flags]
         rec = run_erase(erase_argv(os.path.join(args.work_dir, "out", name), ["triangle"], steps, args.train_batch_size,
                                    cache=cache, lora_rank=lora, extra=extra))
         timed = rec["step_seconds"][1:] or rec["step_seconds"]

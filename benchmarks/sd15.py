@@ -84,13 +84,18 @@ def build(root, text=TEXT_L14, vision=VISION_L14, seed=0):
 
 
 def concept_data(root, concepts, per_concept, n_retain, image_size, seed=0):
-    """Forget folder with `per_concept` captioned images of each concept, retain folder with everyday captions."""
-    forget = os.path.join(root, f"forget_{len(concepts)}x{per_concept}")
-    retain = os.path.join(root, f"retain_{n_retain}")
+    """Forget folder with `per_concept` captioned images of each concept, retain folder with everyday captions.
+
+    Every caption is distinct (numbered): the loop encodes each distinct caption of a batch once, so repeated
+    template captions would shrink the batch it really runs and flatter time and memory.
+    """
+    forget = os.path.join(root, f"forget_{len(concepts)}x{per_concept}_distinct")
+    retain = os.path.join(root, f"retain_{n_retain}_distinct")
     templates = ("a photo of a {}", "a picture of a {}", "an image of a {}", "a painting of a {}")
     if not os.path.isfile(os.path.join(forget, "metadata.jsonl")):
-        write_folder(forget, [templates[k % len(templates)].format(c) for c in concepts for k in range(per_concept)],
-                     image_size, seed)
+        write_folder(forget, [f"{templates[k % len(templates)].format(c)}, number {k}" for c in concepts
+                              for k in range(per_concept)], image_size, seed)
     if not os.path.isfile(os.path.join(retain, "metadata.jsonl")):
-        write_folder(retain, [RETAIN_CAPTIONS[k % len(RETAIN_CAPTIONS)] for k in range(n_retain)], image_size, seed + 1)
+        write_folder(retain, [f"{RETAIN_CAPTIONS[k % len(RETAIN_CAPTIONS)]}, number {k}" for k in range(n_retain)],
+                     image_size, seed + 1)
     return forget, retain

@@ -65,7 +65,16 @@ class Encoder:
                               truncation=True, return_tensors="pt").input_ids
 
     def text(self, model, input_ids):
-        """(conditioning the UNet reads, projected pooled embedding CLIP compares with images) under `model`."""
+        """(conditioning the UNet reads, projected pooled embedding CLIP compares with images) under `model`.
+
+        Each distinct caption runs once: template captions repeat within a batch, and indexing the outputs back
+        out sums the copies' gradients, so losses and gradients are those of the full batch.
+        """
+        unique, inverse = torch.unique(input_ids, dim=0, return_inverse=True)
+        states, emb = self._text_outputs(model, unique)
+        return states[inverse], emb[inverse]
+
+    def _text_outputs(self, model, input_ids):
         out = model(input_ids, output_hidden_states=self.penultimate)
         states = out.hidden_states[-2] if self.penultimate else out.last_hidden_state
         if self.text_projection is None:

@@ -5,6 +5,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # `benchmarks` under plain `pytest`
 
@@ -54,8 +55,19 @@ def test_memory_smoke(tmp_path):
 def test_baselines_smoke(tmp_path):
     baselines.main(baselines.parse_args(["--smoke", "--results_dir", str(tmp_path)]))
     recs = {r["method"].split()[0]: r for r in lines(tmp_path, "baselines")}
-    assert set(recs) == {"original", "CLIPErase", "UCE"}
-    for name in ("CLIPErase", "UCE"):
+    assert set(recs) == {"original", "CLIPErase", "UCE", "ESD-x"}
+    for name in ("CLIPErase", "UCE", "ESD-x"):
         assert recs[name]["edit_seconds"] > 0
         for key in ("forget", "paraphrase", "retain", "colour"):
             assert 0.0 <= recs[name][key] <= 1.0
+
+
+def test_esd_x_changes_only_cross_attention():
+    from benchmarks import esd
+    from erase_diffusion.generate import load_pipeline
+
+    pipe = load_pipeline()
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    esd.erase(pipe, ["a red triangle", "a blue wedge"], iterations=3, num_inference_steps=3)
+    changed = [k for k, v in pipe.unet.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and all(".attn2." in k for k in changed), changed

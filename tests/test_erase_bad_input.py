@@ -48,12 +48,16 @@ def cases(tmp_path):
         "non-empty output": (["--output_dir", str(full)], "not empty"),
         "missing checkpoint": (["--resume_from_checkpoint", "checkpoint-999"], "checkpoint-999"),
         "fp16 on cpu": (["--mixed_precision", "fp16"], "fp16"),
+        "in-backward step with accumulation": (["--optimizer_in_backward", "--gradient_accumulation_steps", "2"],
+                                               "--gradient_accumulation_steps 2"),
+        "in-backward step with fp16": (["--optimizer_in_backward", "--mixed_precision", "fp16"], "--optimizer_in_backward"),
     }
 
 
 @pytest.mark.parametrize("case", ["unknown model dir", "not SD", "empty concept", "unknown concept", "concept in retain",
                                   "empty forget folder", "undecodable image", "missing caption file", "negative lambda",
-                                  "zero lr", "zero lora rank", "non-empty output", "missing checkpoint", "fp16 on cpu"])
+                                  "zero lr", "zero lora rank", "non-empty output", "missing checkpoint", "fp16 on cpu",
+                                  "in-backward step with accumulation", "in-backward step with fp16"])
 def test_bad_input(cases, case, tmp_path, capsys):
     extra, expected = cases[case]
     out = tmp_path / "out"
