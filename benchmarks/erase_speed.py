@@ -29,6 +29,7 @@ def parse_args(argv=None):
     p.add_argument("--concept", default="triangle", help="Miniature shape to erase.")
     p.add_argument("--max_train_steps", type=int, default=300, help="Steps per run (the erase default is 300).")
     p.add_argument("--train_batch_size", type=int, default=32, help="Forget and retain pairs per step (erase default 32).")
+    p.add_argument("--lora_rank", type=int, default=None, help="Train a LoRA of this rank instead of full weights.")
     p.add_argument("--repeats", type=int, default=1, help="Run each configuration this many times (alternating order).")
     p.add_argument("--validation_seeds", type=int, default=0,
                    help="Judged validation seeds in the cached run (0: time the erasure alone; baselines.py judges).")
@@ -44,11 +45,11 @@ def one_run(args, cache, workdir):
     out = os.path.join(workdir, "cached" if cache else "uncached")
     seeds = args.validation_seeds if cache else 0
     rec = run_erase(erase_argv(out, [args.concept], args.max_train_steps, args.train_batch_size, cache=cache,
-                               validation_seeds=seeds, extra=extra))
+                               lora_rank=args.lora_rank, validation_seeds=seeds, extra=extra))
     s = rec["seconds"]
     steps = rec["step_seconds"][1:] or rec["step_seconds"]
     return {"config": "cache on" if cache else "cache off", "cache_features": cache, "concept": args.concept,
-            "max_train_steps": args.max_train_steps, "train_batch_size": args.train_batch_size,
+            "max_train_steps": args.max_train_steps, "train_batch_size": args.train_batch_size, "lora_rank": args.lora_rank,
             "process_wall": rec["process_wall"], "erase_wall": s["setup"] + s["train"] + s["save"],
             "data": s["data"], "models": s["models"], "cache": s["cache"], "train": s["train"], "save": s["save"],
             "validation": s["validation"], "steps_per_second": s["steps_per_second"],
@@ -68,6 +69,7 @@ def main(args):
     speedup = median([x["steps_per_second"] for x in on]) / median([x["steps_per_second"] for x in off])
     step_speedup = median([x["median_step_ms"] for x in off]) / median([x["median_step_ms"] for x in on])
     summary = {"measurement": "speedup", "concept": args.concept, "max_train_steps": args.max_train_steps,
+               "lora_rank": args.lora_rank,
                "speedup_steps_per_second": speedup, "speedup_median_step": step_speedup,
                "one_concept_process_wall": median([x["process_wall"] for x in on]),
                "one_concept_erase_wall": median([x["erase_wall"] for x in on])}

@@ -72,7 +72,8 @@ class Encoder:
         """
         unique, inverse = torch.unique(input_ids, dim=0, return_inverse=True)
         states, emb = self._text_outputs(model, unique)
-        return states[inverse], emb[inverse]
+        # index_select, not states[inverse]: its backward is an index_add, ~8x cheaper than advanced indexing's
+        return states.index_select(0, inverse), emb.index_select(0, inverse)
 
     def _text_outputs(self, model, input_ids):
         out = model(input_ids, output_hidden_states=self.penultimate)
