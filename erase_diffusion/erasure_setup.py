@@ -225,6 +225,8 @@ def add_trainable(args, enc):
     else:
         enc.text_encoder.requires_grad_(True)
     if args.gradient_checkpointing:
-        enc.text_encoder.gradient_checkpointing_enable()
+        model = enc.text_encoder  # newer transformers renamed it; the old name still works but warns
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
     if args.train_vision_tower:
         enc.vision.requires_grad_(True).train()
