@@ -25,13 +25,6 @@ def cross_attention_parameters(unet):
 
 
 @torch.no_grad()
-def encode(pipe, texts):
-    ids = pipe.tokenizer(texts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True,
-                         return_tensors="pt").input_ids
-    return pipe.text_encoder(ids).last_hidden_state
-
-
-@torch.no_grad()
 def sample_until(unet, scheduler, cond, null, guidance_scale, latents, stop):
     """Denoise `latents` with classifier-free guidance through the first `stop` scheduler steps."""
     for t in scheduler.timesteps[:stop]:
@@ -56,8 +49,9 @@ def erase(pipe, prompts, iterations=200, lr=5e-5, negative_guidance=2.0, guidanc
     optimizer = torch.optim.Adam(params, lr=lr)
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     scheduler.set_timesteps(num_inference_steps)
-    null = encode(pipe, [""])
-    conds = dict(zip(prompts, encode(pipe, list(prompts)).split(1)))
+    with torch.no_grad():
+        null = pipe.encode_prompt([""], original.device, 1, False)[0]
+        conds = dict(zip(prompts, pipe.encode_prompt(list(prompts), original.device, 1, False)[0].split(1)))
     size = original.config.sample_size
     shape = (1, original.config.in_channels, size, size)
     for _ in progress(range(iterations)) if progress else range(iterations):
