@@ -74,6 +74,11 @@ def load(path, modules, optimizer):
         prefix = f"{name}."
         own = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
         params = dict(m.named_parameters())
+        for k, v in own.items():
+            if k not in params or params[k].shape != v.shape:
+                have = tuple(params[k].shape) if k in params else "nothing"
+                raise UsageError(f"checkpoint {path!r} holds {name}.{k} of shape {tuple(v.shape)} but this run has "
+                                 f"{have}: resume with the flags and data the checkpoint was made with")
         with torch.no_grad():
             for k, v in own.items():
                 params[k].copy_(v)

@@ -14,8 +14,10 @@ import torch
 from . import checkpoint, data
 from .errors import UsageError
 from .families import default_clip_paths, detect_family, load_encoders
+from .host_memory import pin_mmap_threshold
 from .miniature import world
 from .miniature import model_path as miniature_path
+from .used_rows import train_used_rows
 
 
 def validate_args(args):
@@ -50,6 +52,11 @@ def validate_args(args):
                          "--resume_from_checkpoint to continue a run)")
     if args.resume_from_checkpoint:
         checkpoint.resolve(out, args.resume_from_checkpoint)
+
+
+# Frozen passes run in chunks of about this many tokens: enough rows for full-speed matmuls, and a ViT-L chunk
+# (15 images of 257 tokens) holds ~0.1 GB of activations instead of the ~0.4 GB of a fixed 128 images.
+TOKENS_PER_CHUNK = 1024
 
 
 @dataclass
@@ -90,11 +97,13 @@ class FeatureCache:
         self.stored["anchor_states"], _ = self._text(self.anchor_ids)
         self.frozen_text = None
 
-    def _embed(self, vision, pixels, chunk=128):
+    def _embed(self, vision, pixels):
+        chunk = max(1, TOKENS_PER_CHUNK // vision.embeddings.num_positions)
         return torch.cat([self.encoder.visual_projection(vision(pixel_values=pixels[i:i + chunk]).pooler_output)
                           for i in range(0, len(pixels), chunk)])
 
-    def _text(self, ids, chunk=256):
+    def _text(self, ids):
+        chunk = max(1, TOKENS_PER_CHUNK // ids.shape[1])
         outs = [self.encoder.text(self.frozen_text, ids[i:i + chunk]) for i in range(0, len(ids), chunk)]
         return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
@@ -199,6 +208,8 @@ def prepare(args, accelerator):
     t = time.perf_counter()
     clip_paths = args.clip_model_name_or_path or default_clip_paths(family, args.pretrained_model_name_or_path)
     encoders = load_encoders(args.pretrained_model_name_or_path, family, clip_paths)
+    # before the caching pass: its ViT activations would otherwise leave the heap fragmented for the whole run
+    pin_mmap_threshold(sum(p.numel() for e in encoders for p in e.text_encoder.parameters()), accelerator.device.type)
     seconds["models"] = time.perf_counter() - t
     t = time.perf_counter()
     cache = []
@@ -208,13 +219,14 @@ def prepare(args, accelerator):
                          args.train_vision_tower)
         c.build()
         cache.append(c)
-        add_trainable(args, enc)
+        add_trainable(args, enc, torch.cat([c.forget_ids, c.retain_ids]))
     seconds["cache"] = time.perf_counter() - t
     return Setup(family, concepts, retain, anchor, encoders, cache, forget, kept, seconds)
 
 
-def add_trainable(args, enc):
-    """Full text-tower weights by default, a LoRA with --lora_rank; the vision tower too with --train_vision_tower."""
+def add_trainable(args, enc, caption_ids):
+    """Full text-tower weights by default (of the token table, the rows of `caption_ids`: no other row can move), a
+    LoRA with --lora_rank; the vision tower too with --train_vision_tower."""
     if args.lora_rank:
         from peft import LoraConfig
 
@@ -224,6 +236,7 @@ def add_trainable(args, enc):
                                                 target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]))
     else:
         enc.text_encoder.requires_grad_(True)
+        train_used_rows(enc.text_encoder, caption_ids)
     if args.gradient_checkpointing:
         model = enc.text_encoder  # newer transformers renamed it; the old name still works but warns
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable

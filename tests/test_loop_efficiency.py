@@ -1,15 +1,20 @@
 """What makes the loop fast and lean changes nothing it computes: distinct-caption encoding, Adam inside the
-backward pass, dropping the vision tower after caching, pinning glibc's mmap threshold only where it pays."""
+backward pass, training only the token rows captions use, dropping the vision tower after caching, pinning glibc's
+mmap threshold only where it pays."""
 
 import json
 import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
+from erase_diffusion import erasure_setup
+from erase_diffusion.errors import UsageError
 from erase_diffusion.train import main, parse_args
+from erase_diffusion.used_rows import UsedRowsEmbedding
 
 QUICK = ["--concept", "triangle", "--max_train_steps", "10", "--validation_seeds", "0", "--report_to", "none"]
 
@@ -50,6 +55,39 @@ def test_optimizer_in_backward_gives_the_same_weights_and_ordinary_checkpoints(t
     resumed = run(tmp_path / "resumed", "--resume_from_checkpoint", "latest", "--checkpointing_steps", "0")
     assert json.load(open(tmp_path / "resumed" / "erasure.json"))["concepts"] == ["triangle"]
     assert same(plain, resumed)
+
+
+def test_training_only_the_used_token_rows_ends_at_the_whole_tables_weights(tmp_path, monkeypatch):
+    from erase_diffusion.miniature import model_path
+
+    used_rows = run(tmp_path / "used_rows", "--checkpointing_steps", "0")
+    monkeypatch.setattr(erasure_setup, "train_used_rows", lambda *a: None)  # the whole table as one parameter
+    whole = run(tmp_path / "whole", "--checkpointing_steps", "0")
+    assert same(used_rows, whole)  # same keys too: the saved encoder is an ordinary CLIPTextModel
+    key = "embeddings.token_embedding.weight"
+    base = load_file(f"{model_path()}/text_encoder/model.safetensors")[key]
+    moved = (used_rows[key] != base).any(1)
+    assert 0 < int(moved.sum()) < len(moved) // 2  # the rows the captions use moved, the rest of the table did not
+
+
+def test_used_rows_embedding_reads_frozen_rows_for_other_prompts_and_merges_back():
+    table = torch.nn.Embedding(10, 4)
+    original = table.weight.detach().clone()
+    emb = UsedRowsEmbedding(table, torch.tensor([[1, 3, 3, 7]]))
+    ids = torch.tensor([[0, 1, 3, 9, 7]])
+    assert torch.equal(emb(ids), original[ids])
+    with torch.no_grad():
+        emb.rows += 1.0  # a "trained" update of rows 1, 3, 7
+    assert torch.equal(emb(ids), original[ids] + torch.tensor([0.0, 1, 1, 0, 1]).view(1, 5, 1))
+    merged = emb.merged()
+    assert isinstance(merged, torch.nn.Embedding)
+    assert torch.equal(merged.weight[[1, 3, 7]], original[[1, 3, 7]] + 1) and torch.equal(merged.weight[[0, 2, 9]], original[[0, 2, 9]])
+
+
+def test_resuming_with_other_captions_names_the_mismatch(tmp_path):
+    run(tmp_path / "out", "--checkpointing_steps", "5")
+    with pytest.raises(UsageError, match="token_embedding.rows of shape"):  # fewer retain words: fewer token rows
+        run(tmp_path / "out", "--resume_from_checkpoint", "checkpoint-5", "--retain_concepts", "square")
 
 
 MAPPED = """
