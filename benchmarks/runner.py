@@ -41,11 +41,14 @@ def main(out_json, argv):
 
     def prepare(args, accelerator):
         setup = orig_prepare(args, accelerator)
-        params = [p for enc in setup.encoders for p in enc.text_encoder.parameters()]
+        named = [(n, p) for enc in setup.encoders for n, p in enc.text_encoder.named_parameters()]
+        # the encoder's own weights; the trained copy of the used token rows is counted as trainable only
+        params = [p for n, p in named if not n.endswith("token_embedding.rows")]
+        trainable = [p for _, p in named if p.requires_grad]
         stats["text_params"] = sum(p.numel() for p in params)
-        stats["trainable_params"] = sum(p.numel() for p in params if p.requires_grad)
+        stats["trainable_params"] = sum(p.numel() for p in trainable)
         stats["param_bytes"] = sum(p.numel() * p.element_size() for p in params)
-        stats["trainable_bytes"] = sum(p.numel() * p.element_size() for p in params if p.requires_grad)
+        stats["trainable_bytes"] = sum(p.numel() * p.element_size() for p in trainable)
         stats["cached_feature_bytes"] = sum(tensor_bytes(c.stored) for c in setup.cache)
         stats["n_forget"], stats["n_retain"] = setup.n_forget, setup.n_retain
         stats["rss_after_setup_mib"] = rss_mib()
