@@ -1,12 +1,12 @@
-"""How erase cost grows with the number of concepts: 1, 2, 4, 5 on the miniature, 10 and 100 on a tiny random CLIP.
+"""How erase cost grows with the number of concepts: 1, 2, 4, 6 on the miniature, 10 and 100 on a tiny random CLIP.
 
     nice -n 10 python benchmarks/scale.py                   # ~5-10 min on 2 cores
     python benchmarks/scale.py --smoke                      # 2 concepts on the tiny CLIP, 3 steps; what `make test` runs
 
 Data grows with the concepts (a fixed number of forget images per concept, as a user would supply), the retain set
 and the steps do not; so data and caching time and cached-feature memory grow linearly and the time per step stays
-flat (the batch is fixed). The miniature has six shapes: erasing all six leaves nothing to retain, which the erase
-refuses (UsageError), so its largest setting is 5. The tiny random CLIP (SD 1.x layout, SD's 49408-token vocabulary,
+flat (the batch is fixed). The miniature has six shapes: erasing all six keeps its neutral blob (`--retain_concepts
+blob`), the one thing left to retain; fewer keep the other shapes, as by default. The tiny random CLIP (SD 1.x layout, SD's 49408-token vocabulary,
 hidden 32) reads captioned folders of random images, so 100 concepts cost no rendering or generation.
 """
 
@@ -30,7 +30,7 @@ COLUMNS = [("model", "model", None), ("concepts", "concepts", "{}"), ("n_forget"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--miniature_concepts", default="1,2,4,5", help="Concept counts on the miniature (at most 5).")
+    p.add_argument("--miniature_concepts", default="1,2,4,6", help="Concept counts on the miniature (1-6).")
     p.add_argument("--tiny_concepts", default="10,100", help="Concept counts on the tiny random CLIP.")
     p.add_argument("--max_train_steps", type=int, default=100, help="Steps per run (time per step is what scales).")
     p.add_argument("--train_batch_size", type=int, default=32, help="Forget and retain pairs per step.")
@@ -62,12 +62,14 @@ def main(args):
         mini, tiny, args.max_train_steps, args.train_batch_size = [], [2], 3, 8
         args.forget_images_per_concept = args.tiny_images_per_concept = 4
         args.work_dir += "-smoke"
-    if any(n < 1 or n > 5 for n in mini):
-        raise SystemExit("--miniature_concepts: 1..5 (six would leave no shape to retain)")
+    if any(n < 1 or n > len(ORDER) for n in mini):
+        raise SystemExit(f"--miniature_concepts: each count 1..{len(ORDER)} (the miniature has {len(ORDER)} shapes)")
     rows = []
     with tempfile.TemporaryDirectory(prefix="erase-scale-") as tmp:
         for n in mini:
             extra = ["--num_forget_images", str(n * args.forget_images_per_concept)]
+            if n == len(ORDER):
+                extra += ["--retain_concepts", "blob"]  # every shape is erased; the neutral blob is what remains
             if args.smoke:
                 extra += ["--num_retain_images", "16"]
             rec = run_erase(erase_argv(os.path.join(tmp, f"mini{n}"), list(ORDER[:n]), args.max_train_steps,

@@ -74,7 +74,7 @@ def validate(args, setup, unwrapped, staging):
 
     pipe = load_pipeline(args.pretrained_model_name_or_path)
     metrics, rows, before, after = compare(pipe, Judge(judge_path(args.pretrained_model_name_or_path)), erased_modules(args, setup, unwrapped), setup.concepts,
-                                           args.validation_seeds, args.num_inference_steps, args.guidance_scale)
+                                           args.validation_seeds, args.num_inference_steps, args.guidance_scale, setup.retain)
     cols = len(rows) // (len(rows) // 6) if len(rows) >= 6 else len(rows)
     save_atomic(make_grid(before, cols=cols, scale=2), os.path.join(staging, "validation_before.png"))
     save_atomic(make_grid(after, cols=cols, scale=2), os.path.join(staging, "validation_after.png"))

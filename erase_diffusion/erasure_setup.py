@@ -166,10 +166,13 @@ def resolve_concepts(args, family):
     both = sorted(set(concepts) & set(retain))
     if both:
         raise UsageError(f"concept(s) {', '.join(both)} appear in both --concept and --retain_concepts")
-    if family == "miniature" and (unknown := [c for c in retain if c not in world.SHAPES]):
-        raise UsageError(f"--retain_concepts {', '.join(unknown)}: the miniature knows only {', '.join(world.SHAPES)}")
+    # the neutral blob is something the miniature draws too: the one thing left to keep when every shape is erased
+    keepable = world.SHAPES + (world.NEUTRAL,)
+    if family == "miniature" and (unknown := [c for c in retain if c not in keepable]):
+        raise UsageError(f"--retain_concepts {', '.join(unknown)}: the miniature knows only {', '.join(keepable)}")
     if not retain:
-        raise UsageError("the retain set is empty: name --retain_concepts that the erasure must keep")
+        hint = f" (every shape is erased: --retain_concepts {world.NEUTRAL} keeps its neutral shape)" if family == "miniature" else ""
+        raise UsageError(f"the retain set is empty: name --retain_concepts that the erasure must keep{hint}")
     anchor = args.anchor if args.anchor is not None else (world.NEUTRAL if family == "miniature" else "")
     return concepts, retain, anchor
 

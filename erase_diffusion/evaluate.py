@@ -70,7 +70,7 @@ def check_output_dir(output_dir, overwrite):
 
 
 def check_concepts(concepts, what):
-    known = world.SHAPES
+    known = world.SHAPES + ((world.NEUTRAL,) if what == "retain concept" else ())  # the blob is kept, never erased
     for c in concepts:
         if c not in known:
             raise UsageError(f"{what} {c!r} is not in the judge's vocabulary; it knows: {', '.join(known)}")

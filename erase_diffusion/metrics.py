@@ -23,10 +23,11 @@ def text_encoders_swapped(pipe, encoders):
             setattr(pipe, name, module)
 
 
-def erasure_prompts(concepts, seeds):
-    """(prompt, group, shape, colour, seed) rows: every colour of every shape, and the concepts' paraphrases."""
+def erasure_prompts(concepts, seeds, retain=()):
+    """(prompt, group, shape, colour, seed) rows: every colour of every shape (and of the neutral blob when it is
+    kept), and the concepts' paraphrases."""
     rows = []
-    for shape in world.SHAPES:
+    for shape in world.SHAPES + tuple(r for r in retain if r not in world.SHAPES):
         group = "forget" if shape in concepts else "retain"
         for colour in world.COLOURS:
             for seed in range(seeds):
@@ -45,7 +46,7 @@ def judge_rows(pipe, judge, rows, num_inference_steps=20, guidance_scale=5.0):
     verdicts = judge.classify(images)
     acc = {"forget": {}, "paraphrase": {}, "retain": {}}
     for group in acc:
-        for shape in world.SHAPES:
+        for shape in dict.fromkeys(r[2] for r in rows):
             hits = [v["shape"] == shape for r, v in zip(rows, verdicts) if r[1] == group and r[2] == shape]
             if hits:
                 acc[group][shape] = sum(hits) / len(hits)
@@ -56,9 +57,9 @@ def judge_rows(pipe, judge, rows, num_inference_steps=20, guidance_scale=5.0):
     return acc, images, verdicts
 
 
-def compare(pipe, judge, erased_encoders, concepts, seeds=4, num_inference_steps=20, guidance_scale=5.0):
+def compare(pipe, judge, erased_encoders, concepts, seeds=4, num_inference_steps=20, guidance_scale=5.0, retain=()):
     """Judged metrics of the base pipeline and of the same pipeline with the erased encoder(s), same seeds."""
-    rows = erasure_prompts(concepts, seeds)
+    rows = erasure_prompts(concepts, seeds, retain)
     before, images_before, _ = judge_rows(pipe, judge, rows, num_inference_steps, guidance_scale)
     with text_encoders_swapped(pipe, erased_encoders):
         after, images_after, _ = judge_rows(pipe, judge, rows, num_inference_steps, guidance_scale)

@@ -45,6 +45,21 @@ def test_two_concepts_in_one_run(tmp_path):
         assert m["erased"]["retain"][shape] >= acc - 1 / 6, (shape, m["summary"])
 
 
+def test_erasing_every_shape_keeps_the_neutral_blob(tmp_path, capsys):
+    from erase_diffusion.metrics import erasure_prompts
+    from erase_diffusion.miniature import world
+    from erase_diffusion.train import cli
+
+    every = ["--concept", ",".join(world.SHAPES), "--validation_seeds", "0", "--report_to", "none",
+             "--max_train_steps", "2", "--checkpointing_steps", "0"]
+    assert cli([*every, "--output_dir", str(tmp_path / "refused")]) == 2  # nothing left to keep unless asked
+    assert "--retain_concepts blob" in capsys.readouterr().err
+    result = main(parse_args([*every, "--retain_concepts", "blob", "--output_dir", str(tmp_path / "out")]))
+    assert result["record"]["retain_concepts"] == ["blob"]
+    groups = {(r[1], r[2]) for r in erasure_prompts(list(world.SHAPES), 1, ["blob"])}
+    assert ("retain", "blob") in groups and all(("forget", s) in groups for s in world.SHAPES)
+
+
 def erase_cmd(out, *extra, launcher=(sys.executable,)):
     return [*launcher, TRAIN, "--concept", "triangle", "--output_dir", str(out), "--validation_seeds", "0",
             "--report_to", "none", "--max_train_steps", "120", "--checkpointing_steps", "20", *extra]
