@@ -6,8 +6,9 @@
 Data grows with the concepts (a fixed number of forget images per concept, as a user would supply), the retain set
 and the steps do not; so data and caching time and cached-feature memory grow linearly and the time per step stays
 flat (the batch is fixed). The miniature has six shapes: erasing all six keeps its neutral blob (`--retain_concepts
-blob`), the one thing left to retain; fewer keep the other shapes, as by default. The tiny random CLIP (SD 1.x layout, SD's 49408-token vocabulary,
-hidden 32) reads captioned folders of random images, so 100 concepts cost no rendering or generation.
+blob`), the one thing left to retain; fewer keep the other shapes, as by default. The tiny random CLIP (SD 1.x
+layout, SD's 49408-token vocabulary, hidden 32) reads captioned folders of random images, so 100 concepts cost no
+rendering or generation.
 """
 
 import argparse

@@ -171,7 +171,8 @@ def resolve_concepts(args, family):
     if family == "miniature" and (unknown := [c for c in retain if c not in keepable]):
         raise UsageError(f"--retain_concepts {', '.join(unknown)}: the miniature knows only {', '.join(keepable)}")
     if not retain:
-        hint = f" (every shape is erased: --retain_concepts {world.NEUTRAL} keeps its neutral shape)" if family == "miniature" else ""
+        hint = (f" (every shape is erased: --retain_concepts {world.NEUTRAL} keeps its neutral shape)"
+                if family == "miniature" else "")
         raise UsageError(f"the retain set is empty: name --retain_concepts that the erasure must keep{hint}")
     anchor = args.anchor if args.anchor is not None else (world.NEUTRAL if family == "miniature" else "")
     return concepts, retain, anchor
