@@ -166,10 +166,9 @@ def resolve_concepts(args, family):
     both = sorted(set(concepts) & set(retain))
     if both:
         raise UsageError(f"concept(s) {', '.join(both)} appear in both --concept and --retain_concepts")
-    # the neutral blob is something the miniature draws too: the one thing left to keep when every shape is erased
-    keepable = world.SHAPES + (world.NEUTRAL,)
-    if family == "miniature" and (unknown := [c for c in retain if c not in keepable]):
-        raise UsageError(f"--retain_concepts {', '.join(unknown)}: the miniature knows only {', '.join(keepable)}")
+    # the neutral blob is drawn too: the one thing left to keep when every shape is erased
+    if family == "miniature" and (unknown := [c for c in retain if c not in world.DRAWN]):
+        raise UsageError(f"--retain_concepts {', '.join(unknown)}: the miniature knows only {', '.join(world.DRAWN)}")
     if not retain:
         hint = (f" (every shape is erased: --retain_concepts {world.NEUTRAL} keeps its neutral shape)"
                 if family == "miniature" else "")

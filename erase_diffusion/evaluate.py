@@ -69,8 +69,7 @@ def check_output_dir(output_dir, overwrite):
         raise UsageError(f"--output_dir {output_dir!r} is not writable ({ancestor!r} does not allow writing)")
 
 
-def check_concepts(concepts, what):
-    known = world.SHAPES + ((world.NEUTRAL,) if what == "retain concept" else ())  # the blob is kept, never erased
+def check_concepts(concepts, what, known=world.SHAPES):
     for c in concepts:
         if c not in known:
             raise UsageError(f"{what} {c!r} is not in the judge's vocabulary; it knows: {', '.join(known)}")
@@ -102,7 +101,7 @@ def resolve(erased, base, concepts, retain_concepts, templates, output_dir, over
         raise UsageError(f"{erased!r} has no erasure.json naming its concepts: pass --concept")
     check_concepts(concepts, "concept")
     retain = retain_concepts or [c for c in record.get("retain_concepts") or world.SHAPES if c not in concepts]
-    check_concepts(retain, "retain concept")
+    check_concepts(retain, "retain concept", world.DRAWN)  # the blob can be kept, never erased
     base = check_pipeline_dir(base or model_path())
     if not os.path.isfile(os.path.join(judge_path(base), WEIGHTS)):
         raise UsageError(f"base {base!r} has no judge/ ({WEIGHTS}): evaluation needs the miniature's judge CLIP")

@@ -19,7 +19,7 @@ from . import world
 from .contrastive import Pool, cosine_lr, multi_positive_clip_loss, zero_shot
 
 MODEL_NAME = "miniature-judge"
-LABELS = world.SHAPES + (world.NEUTRAL,)  # what the judge can say an image shows
+LABELS = world.DRAWN  # what the judge can say an image shows
 CONFIG = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": world.IMAGE_SIZE, "layers": [1, 1, 1, 1], "width": 8, "head_width": 32,

@@ -33,6 +33,7 @@ PARAPHRASES = {
 # A neutral thing that is none of the six shapes: the anchor an erased concept is mapped to, the way "a photo of
 # an object" serves for real SD. It is drawn as a soft, irregular patch so the judge never mistakes it for a triangle.
 NEUTRAL = "blob"
+DRAWN = SHAPES + (NEUTRAL,)  # everything the world draws: what a retain set can keep (only SHAPES can be erased)
 TEMPLATES = (
     "a {colour} {shape}",
     "a {shape} in {colour}",
@@ -112,7 +113,7 @@ def _outline(shape, rng):
         w = 0.32
         return [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w),
                 (-w, -w)]
-    raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES + (NEUTRAL,)}")
+    raise ValueError(f"unknown shape {shape!r}; expected one of {DRAWN}")
 
 
 def render(shape, colour, rng=None):
