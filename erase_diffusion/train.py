@@ -157,9 +157,9 @@ def main(args):
     bar = tqdm(range(start, args.max_train_steps), initial=start, total=args.max_train_steps, desc="erase",
                disable=not accelerator.is_local_main_process)
     logs = {}
+    for m in models.values():  # nothing in the loop switches them back to eval
+        m.train()
     for step in bar:
-        for m in models.values():
-            m.train()
         for micro in range(args.gradient_accumulation_steps):
             with accelerator.accumulate(*models.values()):
                 with accelerator.autocast():
