@@ -9,7 +9,7 @@ from erase_diffusion.errors import UsageError
 
 def load_or_run_report(studio, erasure):
     """(markdown of the key numbers, the report's PNG paths) for `erasure`."""
-    from erase_diffusion.evaluate import evaluate, summary_line
+    from erase_diffusion.evaluation.evaluate import evaluate, summary_line
 
     if not erasure or not os.path.isfile(os.path.join(erasure, "erasure.json")):
         raise UsageError(f"erasure dir not found: {erasure!r} (pick one from the list or make one in the Erase tab)")

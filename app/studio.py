@@ -16,7 +16,7 @@ import time
 
 from erase_diffusion.errors import UsageError
 
-MAX_IMAGES, MAX_STEPS, MAX_GUIDANCE, MAX_SIZE = 8, 100, 30.0, 1024
+from .limits import MAX_GUIDANCE, MAX_IMAGES, MAX_SIZE, MAX_STEPS
 
 
 class Studio:
@@ -24,7 +24,7 @@ class Studio:
 
     def __init__(self, base=None, erasures_dir="erasures", erased=None):
         from erase_diffusion.generate import load_pipeline
-        from erase_diffusion.judge import Judge
+        from erase_diffusion.evaluation.judge import Judge
         from erase_diffusion.miniature import judge_path, model_path
 
         self.base = base or model_path()

@@ -6,7 +6,7 @@ import pandas as pd
 from erase_diffusion.errors import UsageError
 from erase_diffusion.miniature import world
 
-from .studio import MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS
+from .limits import MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS
 
 
 def _friendly(fn):

@@ -88,8 +88,8 @@ def run_peer(args, concepts, original, method, edit):
     import torch
 
     from erase_diffusion.generate import load_pipeline
-    from erase_diffusion.judge import Judge
-    from erase_diffusion.metrics import erasure_prompts, judge_rows
+    from erase_diffusion.evaluation.judge import Judge
+    from erase_diffusion.evaluation.metrics import erasure_prompts, judge_rows
 
     t0 = time.perf_counter()
     pipe, judge = load_pipeline(), Judge()

@@ -64,7 +64,7 @@ def write_comparison(args, prompts, seeds, gen):
     from pipelines import compare, paired_pipelines
 
     from .generate import make_grid, save_atomic
-    from .judge import Judge
+    from .evaluation.judge import Judge
     from .miniature import judge_path, model_path
 
     base = args.pretrained_model_name_or_path or model_path()
@@ -85,7 +85,7 @@ def add_judge(sub):
 
 
 def run_judge(args):
-    from .judge import Judge, open_image
+    from .evaluation.judge import Judge, open_image
 
     for path in args.images:
         if not os.path.isfile(path):
@@ -101,7 +101,7 @@ def run_judge(args):
 COMMANDS = {"generate": (add_generate, run_generate), "judge": (add_judge, run_judge)}
 # Subcommands whose flags belong to a script of their own: the CLI hands them the rest of the command line.
 DELEGATED = {"erase": ("erase_diffusion.train", "Erase concepts (CLIPErase loop; same flags as erase_diffusion/train.py)."),
-             "evaluate": ("erase_diffusion.evaluate", "Evaluate an erasure: judged metrics, attacks, CLIP tasks and a report."),
+             "evaluate": ("erase_diffusion.evaluation.evaluate", "Evaluate an erasure: judged metrics, attacks, CLIP tasks and a report."),
              "app": ("app.studio", "Serve the Gradio studio: original vs erased side by side, erase and report tabs.")}
 
 

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import UsageError
-from .judge import open_image
+from .evaluation.judge import open_image
 from .miniature import world
 
 DEFAULT_TEMPLATES = ("a photo of a {}", "a picture of a {}", "an image of a {}", "a close-up photo of a {}",

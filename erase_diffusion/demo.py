@@ -11,7 +11,7 @@ import json
 import os
 
 from .generate import generate, load_pipeline, make_grid, save_atomic
-from .judge import Judge
+from .evaluation.judge import Judge
 from .miniature import world
 
 OUT = "demo_out"
@@ -29,7 +29,7 @@ def show_world(pipe, judge):
 
 
 def erase_and_compare(pipe, judge):
-    from .metrics import compare, summary_line
+    from .evaluation.metrics import compare, summary_line
     from .train import main, parse_args
 
     if not os.path.isfile(os.path.join(ERASED, "erasure.json")):

@@ -68,8 +68,8 @@ def validate(args, setup, unwrapped, staging):
     if setup.family != "miniature" or args.validation_seeds <= 0:
         return None
     from .generate import load_pipeline, make_grid, save_atomic
-    from .judge import Judge
-    from .metrics import compare, summary_line
+    from .evaluation.judge import Judge
+    from .evaluation.metrics import compare, summary_line
     from .miniature import judge_path
 
     pipe = load_pipeline(args.pretrained_model_name_or_path)

@@ -13,7 +13,7 @@ def mini_pipe():
 
 @pytest.fixture(scope="session")
 def judge():
-    from erase_diffusion.judge import Judge
+    from erase_diffusion.evaluation.judge import Judge
 
     return Judge()
 

@@ -46,7 +46,7 @@ def test_two_concepts_in_one_run(tmp_path):
 
 
 def test_erasing_every_shape_keeps_the_neutral_blob(tmp_path, capsys):
-    from erase_diffusion.metrics import erasure_prompts
+    from erase_diffusion.evaluation.metrics import erasure_prompts
     from erase_diffusion.miniature import world
     from erase_diffusion.train import cli
 

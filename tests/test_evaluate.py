@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from erase_diffusion import cli as erase_diffusion_cli
-from erase_diffusion.evaluate import main, parse_args
+from erase_diffusion.evaluation.evaluate import main, parse_args
 from erase_diffusion.miniature import model_path
 
 # Small but real: one seed per template, a one-token attack on two prompts, few renders for CLIP's tasks.

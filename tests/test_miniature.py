@@ -80,7 +80,7 @@ def test_every_training_stage_runs_tiny_and_writes_loadable_weights(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     img = pipe("a red star", num_inference_steps=2, output_type="np").images
     assert img.shape == (1, 32, 32, 3)
-    from erase_diffusion.judge import Judge
+    from erase_diffusion.evaluation.judge import Judge
     from transformers import CLIPModel
 
     assert len(Judge(miniature.judge_path(out)).classify([world.render("star", "red")])) == 1

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from erase_diffusion.errors import UsageError
 from erase_diffusion.generate import generate
-from erase_diffusion.metrics import erasure_prompts, judge_rows
+from erase_diffusion.evaluation.metrics import erasure_prompts, judge_rows
 from erase_diffusion.miniature import model_path, world
 from erase_diffusion.train import main, parse_args
 from pipelines import compare, load_erased_pipeline, paired_pipelines

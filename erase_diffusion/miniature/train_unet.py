@@ -83,7 +83,7 @@ def judged_quality(pipe, judge, seeds, steps=20, guidance=5.0):
 
 
 def main(args):
-    from ..judge import Judge
+    from ..evaluation.judge import Judge
 
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
-from .errors import UsageError
-from .miniature import judge_path, world
-from .miniature.contrastive import class_prompts
-from .miniature.train_judge import IMAGE_MEAN, IMAGE_STD, LABELS, MODEL_NAME, WEIGHTS
+from ..errors import UsageError
+from ..miniature import judge_path, world
+from ..miniature.contrastive import class_prompts
+from ..miniature.train_judge import IMAGE_MEAN, IMAGE_STD, LABELS, MODEL_NAME, WEIGHTS
 
 
 class Judge:

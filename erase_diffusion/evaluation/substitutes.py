@@ -9,8 +9,8 @@ import open_clip
 import torch
 from clip_interrogator import Config, Interrogator, LabelTable
 
-from .miniature import world
-from .miniature.train_judge import MODEL_NAME
+from ..miniature import world
+from ..miniature.train_judge import MODEL_NAME
 
 
 class JudgeInterrogator(Interrogator):

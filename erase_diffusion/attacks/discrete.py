@@ -11,7 +11,7 @@ papers do: pre-attack (the unedited prompt already leaks) and post-attack (it le
 import torch
 from tqdm.auto import tqdm
 
-from .generate import generate
+from ..generate import generate
 
 WORD_END = "</w>"  # CLIP BPE marks a token that ends a word; whole words are what an attacker types
 

@@ -6,8 +6,8 @@ concept, for the erased model against the base model with the same seeds.
 
 from contextlib import contextmanager
 
-from .generate import generate
-from .miniature import world
+from ..generate import generate
+from ..miniature import world
 
 
 @contextmanager

@@ -11,8 +11,8 @@ import random
 import torch
 import torch.nn.functional as F
 
-from .miniature import clip_path, world
-from .miniature.contrastive import zero_shot
+from ..miniature import clip_path, world
+from ..miniature.contrastive import zero_shot
 
 
 def load_clips(base, erased_dir, erased_text_encoder):

@@ -8,7 +8,7 @@ matplotlib.use("Agg")  # files only: no display, no GUI toolkit
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from .generate import make_grid  # noqa: E402
+from ..generate import make_grid  # noqa: E402
 
 MODELS = ("original", "erased")
 GRID_SCALE = 2  # 32 px images: big enough to check by eye, small enough for a page

@@ -19,9 +19,9 @@ import time
 from tqdm.auto import tqdm
 
 from . import metrics as judged
-from .errors import UsageError
-from .miniature import judge_path, model_path, world
-from .miniature.train_judge import WEIGHTS
+from ..errors import UsageError
+from ..miniature import judge_path, model_path, world
+from ..miniature.train_judge import WEIGHTS
 
 MODELS = ("original", "erased")
 DEFAULT_TEMPLATES = ("a {colour} {concept}", "a picture of a {colour} {concept}", "{colour} {concept}")
@@ -80,7 +80,7 @@ def resolve(erased, base, concepts, retain_concepts, templates, output_dir, over
     """Check every input before anything is generated; returns the erasure, base and concepts to evaluate."""
     from pipelines import read_erasure
 
-    from .generate import check_pipeline_dir
+    from ..generate import check_pipeline_dir
 
     for flag, value in positive.items():
         if value <= 0:
@@ -149,7 +149,7 @@ def image_metrics(rows, images, judge, concepts):
 
 def attacks(original, erased, judge, concepts, templates, attack_prompts, seed, progress, **attack_kwargs):
     """Adversarial search on `attack_prompts` forget prompts per concept (first template, one colour each)."""
-    from .attack import attack
+    from ..attacks.discrete import attack
 
     out = {"per_concept": {}, "prompts": []}
     for concept in concepts:
@@ -179,7 +179,7 @@ def evaluate(erased, base=None, concepts=None, retain_concepts=None, templates=D
     from pipelines import paired_pipelines
 
     from .clip_tasks import clip_tasks
-    from .generate import generate
+    from ..generate import generate
     from .judge import Judge
     from .substitutes import describe, top_substitutes as substitutes_of
 
@@ -284,7 +284,7 @@ def summary_line(m):
 
 def cli(argv=None):
     """Entry point of `erase-diffusion evaluate`."""
-    from .cli import run_script
+    from ..cli import run_script
 
     def report(args, result):
         print(summary_line(result))
