@@ -2,15 +2,18 @@
 VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK  := requirements.lock
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install demo test clean
+.PHONY: install demo test lock compat clean
 
-$(STAMP): pyproject.toml
+# Exactly the versions the lock names: pip and setuptools first, then the project (built without isolation, so its
+# build uses the locked setuptools, not whatever is newest today).
+$(STAMP): pyproject.toml $(LOCK)
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c $(LOCK) pip setuptools
+	$(PY) -m pip install -q -c $(LOCK) --no-build-isolation -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,5 +30,20 @@ $(CHROMIUM):
 test: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest -q
 
+# Re-resolve pyproject.toml's ranges in a clean venv and write what was installed, every package, as the new lock.
+lock:
+	rm -rf .venv-lock
+	python3 -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q --upgrade pip setuptools
+	.venv-lock/bin/python -m pip install -q -e '.[test]'
+	( echo "# Written by 'make lock' on $$(date -u +%Y-%m-%d): every package of the environment, pinned. Edit pyproject.toml, not this."; \
+	  .venv-lock/bin/python -m pip freeze --all --exclude-editable ) > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf .venv-lock
+
+# Erasures load bit-exact under transformers 4.57 with diffusers too (a throwaway venv; minutes, so not in make test).
+compat: $(STAMP)
+	$(PY) scripts/compat_check.py
+
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) .venv-lock .venv-compat demo_out .pytest_cache

@@ -57,6 +57,8 @@ def build(root, text=TEXT_L14, vision=VISION_L14, seed=0):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel
 
+    from erase_diffusion.layout import save_pipeline
+
     pipe_dir, clip_dir = os.path.join(root, "pipe"), os.path.join(root, "clip")
     if os.path.isfile(os.path.join(pipe_dir, "model_index.json")) and os.path.isfile(os.path.join(clip_dir, "config.json")):
         return pipe_dir, clip_dir
@@ -77,9 +79,10 @@ def build(root, text=TEXT_L14, vision=VISION_L14, seed=0):
                                 cross_attention_dim=text["hidden_size"], attention_head_dim=4, norm_num_groups=8)
     vae = AutoencoderKL(block_out_channels=(16, 32), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
-    StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet,
-                            scheduler=DDIMScheduler(steps_offset=1, clip_sample=False), safety_checker=None,
-                            feature_extractor=None, requires_safety_checker=False).save_pretrained(pipe_dir)
+    save_pipeline(StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet,
+                                          scheduler=DDIMScheduler(steps_offset=1, clip_sample=False),
+                                          safety_checker=None, feature_extractor=None, requires_safety_checker=False),
+                  pipe_dir)
     return pipe_dir, clip_dir
 
 

@@ -6,6 +6,7 @@ import torch
 
 from erase_diffusion.errors import UsageError
 from erase_diffusion.generate import check_pipeline_dir, generate
+from erase_diffusion.versions import check_lora_support
 
 from .erasure import ENCODERS, check_fits, read_erasure
 
@@ -34,6 +35,7 @@ def _check_strength(strength):
 def _apply(pipe, info, strength, base_encoders):
     """Put the erasure into `pipe`: full weights blended by strength, or the LoRA at adapter scale `strength`."""
     if info["format"] == "lora":
+        check_lora_support()
         try:
             pipe.load_lora_weights(info["path"], adapter_name=ADAPTER)
         except (ValueError, RuntimeError, KeyError) as e:

@@ -8,6 +8,7 @@ from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, St
                        UNet2DConditionModel)
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from erase_diffusion.layout import save_pipeline
 from erase_diffusion.miniature.tokenizer import build_tokenizer
 
 VISION = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
@@ -50,7 +51,7 @@ def build(family, root, seed=0):
         pipe = StableDiffusionPipeline(vae=tiny_vae(), text_encoder=te, tokenizer=tok, unet=unet,
                                        scheduler=DDIMScheduler(steps_offset=1, clip_sample=False), safety_checker=None,
                                        feature_extractor=None, requires_safety_checker=False)
-        pipe.save_pretrained(pipe_dir)
+        save_pipeline(pipe, pipe_dir)
         return pipe_dir, [save_clip(te, os.path.join(root, "clip"), seed + 1)]
     te = CLIPTextModel(text_config(tok, "quick_gelu"))
     te2 = CLIPTextModelWithProjection(text_config(tok, "gelu"))
@@ -62,6 +63,6 @@ def build(family, root, seed=0):
                                 norm_num_groups=8)
     pipe = StableDiffusionXLPipeline(vae=tiny_vae(), text_encoder=te, text_encoder_2=te2, tokenizer=tok,
                                      tokenizer_2=tok, unet=unet, scheduler=DDIMScheduler(steps_offset=1, clip_sample=False))
-    pipe.save_pretrained(pipe_dir)
+    save_pipeline(pipe, pipe_dir)
     return pipe_dir, [save_clip(te, os.path.join(root, "clip"), seed + 1),
                       save_clip(te2, os.path.join(root, "clip_2"), seed + 2)]
