@@ -65,6 +65,44 @@ class Judge:
                         "colour_prob": float(cp[c]), "shape_probs": dict(zip(self.labels, sp.tolist()))})
         return out
 
+    def classify_scenes(self, images, named=None):
+        """Per two-object 64x32 image: the verdicts of its left and right halves, and with `named` (per image, the
+        [(shape, colour), (shape, colour)] its prompt asked for) whether the drawing matches (see match_scene)."""
+        flat = self.classify([half for im in images for half in halves(im)])
+        out = []
+        for k in range(len(images)):
+            left, right = flat[2 * k], flat[2 * k + 1]
+            verdict = {"left": left, "right": right, "shapes": [left["shape"], right["shape"]]}
+            if named is not None:
+                verdict.update(match_scene(left, right, named[k]))
+            out.append(verdict)
+        return out
+
+    def classify_any(self, images):
+        """classify() for 32x32 images, classify_scenes() for 64x32 ones, in the given order."""
+        return [self.classify_scenes([im])[0] if im.width > im.height else self.classify([im])[0] for im in images]
+
+
+def halves(image):
+    """The left and right 32x32 halves of a two-object 64x32 scene."""
+    w, h = image.size
+    return image.crop((0, 0, w // 2, h)), image.crop((w // 2, 0, w, h))
+
+
+def match_scene(left, right, named):
+    """Does a scene's drawing match what was named? `named`: [(shape, colour or None)] * 2.
+
+    The set of shapes drawn must equal the set named (either order). Each named object's colour is read from the
+    half that shows its shape (its own side first), or from its own side when no half does."""
+    drawn = [left, right]
+    used, colours_right = set(), []
+    for k, (shape, colour) in enumerate(named):
+        side = next((j for j in (k, 1 - k) if j not in used and drawn[j]["shape"] == shape), k)
+        used.add(side)
+        colours_right.append(colour is None or drawn[side]["colour"] == colour)
+    return {"shapes_match": sorted(v["shape"] for v in drawn) == sorted(s for s, _ in named),
+            "colours_right": colours_right}
+
 
 def open_image(path):
     """Open an image file, or raise UsageError naming it when it does not decode."""

@@ -7,12 +7,17 @@ import torch.nn.functional as F
 
 from . import world
 
+KEEP = world.content_words()  # what caption noise never drops
+NOISE_PROB = 0.5  # share of captions with noise: the clean templates stay the common case
+
 
 class Pool:
-    """A fixed pool of rendered images; captions are re-drawn every batch so the text tower sees every phrasing."""
+    """A fixed pool of rendered images; captions are re-drawn every batch so the text tower sees every phrasing
+    (every paraphrase, held-out ones included: the base must know what they mean), with caption noise when asked."""
 
-    def __init__(self, n, seed, neutral_prob=0.0):
+    def __init__(self, n, seed, neutral_prob=0.0, noise=False):
         rng = random.Random(seed)
+        self.noise = noise
         self.rng = random.Random(seed + 1)
         self.shapes, self.colours, images = [], [], []
         for _ in range(n):
@@ -28,14 +33,19 @@ class Pool:
 
     def batch(self, size):
         idx = torch.tensor(self.rng.sample(range(len(self.shapes)), size))
-        captions = []
-        for i in idx.tolist():
-            shape, colour = self.shapes[i], self.colours[i]
-            if shape == world.NEUTRAL:
-                captions.append(self.rng.choice(world.TEMPLATES).format(colour=colour, shape=shape))
-            else:
-                captions.append(world.caption(shape, colour, self.rng))
+        captions = [self.caption(self.shapes[i], self.colours[i]) for i in idx.tolist()]
         return self.pixels[idx], captions, self.labels[idx]
+
+    def caption(self, shape, colour):
+        text = world.caption(shape, colour, self.rng, held_out_paraphrases=True)
+        return world.noisy(text, self.rng, KEEP) if self.noise and self.rng.random() < NOISE_PROB else text
+
+
+def pair_scenes(n, seed, neutral_prob=1 / 13):
+    """(pixels of n two-object 64x32 scenes, their [(shape, colour), (shape, colour)] objects, left first)."""
+    rng = random.Random(seed)
+    objects = [[world.random_object(rng, neutral_prob), world.random_object(rng, neutral_prob)] for _ in range(n)]
+    return world.to_tensor_batch([world.render_scene(o, rng) for o in objects]), objects
 
 
 def multi_positive_clip_loss(img_emb, txt_emb, labels, logit_scale):

@@ -11,7 +11,7 @@ from transformers import CLIPTokenizer
 from .world import vocabulary
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-MAX_LENGTH = 16  # longest caption is 9 tokens; room for a few adversarial tokens; cheap cross-attention
+MAX_LENGTH = 32  # longest training caption (two objects, paraphrased, with filler) is ~22 tokens; room for attack tokens and unknown words spelt out
 
 
 def _byte_alphabet():

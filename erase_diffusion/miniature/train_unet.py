@@ -1,15 +1,20 @@
 """Stage 4: the miniature's UNet2DConditionModel, then the assembled StableDiffusionPipeline.
 
-Reads clip/ and vae/ from --output_dir, precomputes latents and text-encoder states (both frozen), trains a
-2.45 M-parameter UNet with DDPM epsilon-prediction and min-SNR weighting, keeps an EMA, judges generated images
-every --eval_every_steps and saves the pipeline whenever the judged shape accuracy improves.
+Reads clip/ and vae/ from --output_dir and precomputes latents of single-object (32x32) and two-object (64x32)
+scenes (the VAE is frozen). Captions are drawn afresh every step, a share of them with caption noise, and encoded by
+the frozen text encoder, so the UNet learns every paraphrase and to ignore wording it does not know. Batches alternate
+between the two sizes (the UNet is convolutional and its attention runs over whatever grid it is given). DDPM
+epsilon-prediction with min-SNR weighting and an EMA; the learning rate follows a cosine over the time budget. The EMA
+is judged every --eval_every_minutes on generated images and the pipeline is saved whenever the judged score improves.
 """
 
 import argparse
 import copy
 import json
+import math
 import os
 import random
+import re
 import time
 
 import torch
@@ -19,23 +24,27 @@ from tqdm.auto import tqdm
 from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
 from . import world
-from .contrastive import Pool, cosine_lr
+from .contrastive import KEEP, NOISE_PROB, Pool, pair_scenes
+from .quality import judged_quality, pair_quality
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--output_dir", required=True, help="Holds clip/ and vae/ from the earlier stages; the pipeline is written here.")
-    p.add_argument("--max_train_steps", type=int, default=2200, help="Optimiser steps (the cosine schedule spans these).")
-    p.add_argument("--max_minutes", type=float, default=40.0, help="Stop after this much training time (then keep the best checkpoint).")
-    p.add_argument("--train_batch_size", type=int, default=128, help="Latents per batch.")
+    p.add_argument("--max_train_steps", type=int, default=20000, help="Optimiser steps at most (the time budget usually ends training first).")
+    p.add_argument("--max_minutes", type=float, default=60.0, help="Training-time budget; the cosine learning-rate schedule spans it.")
+    p.add_argument("--train_batch_size", type=int, default=128, help="Single-object latents per batch (two-object batches hold half as many, the same pixels).")
+    p.add_argument("--pair_share", type=float, default=0.6, help="Share of steps on a two-object batch.")
     p.add_argument("--learning_rate", type=float, default=1e-3, help="Peak AdamW learning rate (warm-up, then cosine).")
-    p.add_argument("--pool_size", type=int, default=30000, help="Rendered training images, encoded once.")
-    p.add_argument("--channels", type=int, default=48, help="UNet width at 8x8 (doubled at 4x4).")
+    p.add_argument("--pool_size", type=int, default=30000, help="Rendered single-object training images, encoded once.")
+    p.add_argument("--pair_pool_size", type=int, default=15000, help="Rendered two-object training scenes, encoded once.")
+    p.add_argument("--channels", type=int, default=48, help="UNet width at the latent's full size (doubled one level down).")
     p.add_argument("--caption_dropout", type=float, default=0.1, help="Share of captions replaced by '' (classifier-free guidance).")
+    p.add_argument("--colourless_prob", type=float, default=0.1, help="Share of single-object captions without their colour word (prompts that name no colour).")
     p.add_argument("--snr_gamma", type=float, default=5.0, help="Min-SNR loss weighting gamma.")
     p.add_argument("--ema_decay", type=float, default=0.999, help="EMA decay of the UNet weights that get saved.")
-    p.add_argument("--eval_every_steps", type=int, default=300, help="Judge generated images this often.")
-    p.add_argument("--eval_seeds", type=int, default=4, help="Seeds per prompt in each judged evaluation (36 prompts).")
+    p.add_argument("--eval_every_minutes", type=float, default=10.0, help="Judge generated images this often (and at the end).")
+    p.add_argument("--eval_seeds", type=int, default=2, help="Seeds per prompt in each judged evaluation (36 single prompts, 30 pairs).")
     p.add_argument("--judge_dir", default=None, help="Judge used for evaluations (default: OUTPUT_DIR/judge).")
     p.add_argument("--seed", type=int, default=3, help="Seed for weights, data and noise.")
     return p.parse_args(argv)
@@ -67,61 +76,72 @@ def assemble(output_dir, unet):
     )
 
 
-def judged_quality(pipe, judge, seeds, steps=20, guidance=5.0):
-    """Judge's shape and colour accuracy on "a {colour} {shape}" generations, per shape and overall."""
-    from ..generate import generate
+def draw_caption(objects, rng, args):
+    """A fresh training caption of a scene: any paraphrase, sometimes noisy, sometimes without its colour, or ''."""
+    if rng.random() < args.caption_dropout:
+        return ""
+    if len(objects) == 1:
+        (shape, colour), = objects
+        text = world.caption(shape, colour, rng, held_out_paraphrases=True)
+        if rng.random() < args.colourless_prob:
+            text = re.sub(rf"\b{colour}\b\s*", "", text).strip()
+    else:
+        text = world.pair_caption(objects, rng, held_out_paraphrases=True)
+    return world.noisy(text, rng, KEEP) if rng.random() < NOISE_PROB else text
 
-    prompts = [(s, c) for s in world.SHAPES for c in world.COLOURS for _ in range(seeds)]
-    images = generate(pipe, [f"a {c} {s}" for s, c in prompts], [i % seeds for i in range(len(prompts))],
-                      num_inference_steps=steps, guidance_scale=guidance)
-    verdicts = judge.classify(images)
-    per_shape = {s: sum(v["shape"] == s for (ps, _), v in zip(prompts, verdicts) if ps == s) / (len(world.COLOURS) * seeds)
-                 for s in world.SHAPES}
-    colour = sum(v["colour"] == c for (_, c), v in zip(prompts, verdicts)) / len(prompts)
-    return {"shape": sum(per_shape.values()) / len(per_shape), "min_shape": min(per_shape.values()), "colour": colour,
-            "per_shape": per_shape}, images
+
+@torch.no_grad()
+def encode_latents(vae, pixels, chunk=512):
+    return torch.cat([vae.encode(pixels[i:i + chunk]).latent_dist.mean
+                      for i in tqdm(range(0, len(pixels), chunk), desc="encode latents", leave=False)]) * vae.config.scaling_factor
+
+
+def score(quality):
+    """Checkpoint choice: single objects first (never traded away), then two-object scenes."""
+    single = quality["shape"] + quality["colour"]
+    return (min(quality["shape"], 0.95) + min(quality["colour"], 0.95), single + quality["pair_both"] + quality["pair_colour"])
 
 
 def main(args):
     from ..evaluation.judge import Judge
+    from ..layout import save_pipeline
 
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     pipe = assemble(args.output_dir, unet=None)
-    tokenizer, text_encoder, vae = pipe.tokenizer, pipe.text_encoder, pipe.vae
+    tokenizer, text_encoder, vae = pipe.tokenizer, pipe.text_encoder.requires_grad_(False), pipe.vae.requires_grad_(False)
     judge = Judge(args.judge_dir or os.path.join(args.output_dir, "judge"))
-
     pool = Pool(args.pool_size, seed=args.seed + 300, neutral_prob=1 / 13)
-    with torch.no_grad():
-        latents = torch.cat([vae.encode(pool.pixels[i:i + 512]).latent_dist.mean
-                             for i in tqdm(range(0, len(pool.pixels), 512), desc="encode latents")])
-        latents = latents * vae.config.scaling_factor
-        names = sorted({(s, c) for s, c in zip(pool.shapes, pool.colours)})
-        bank = [""]  # index 0: the empty prompt, for caption dropout
-        by_label = {}
-        for s, c in names:
-            caps = ([t.format(colour=c, shape=s) for t in world.TEMPLATES] if s == world.NEUTRAL
-                    else world.all_captions(s, c))
-            by_label[(s, c)] = list(range(len(bank), len(bank) + len(caps)))
-            bank += caps
-        ids = tokenizer(bank, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                        return_tensors="pt").input_ids
+    single = {"latents": encode_latents(vae, pool.pixels), "objects": [[(s, c)] for s, c in zip(pool.shapes, pool.colours)]}
+    del pool
+    pixels, objects = pair_scenes(args.pair_pool_size, args.seed + 400)
+    pairs = {"latents": encode_latents(vae, pixels), "objects": objects}
+    del pixels
+
+    def states(captions):
         # No attention mask: StableDiffusionPipeline encodes prompts without one, and so must training.
-        states = text_encoder(ids)[0]
-    choices = [by_label[(s, c)] for s, c in zip(pool.shapes, pool.colours)]
+        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids
+        with torch.no_grad():
+            return text_encoder(ids)[0]
 
     unet = build_unet(args.channels, text_encoder.config.hidden_size)
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     sched = train_scheduler()
     alphas = sched.alphas_cumprod
     opt = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, weight_decay=0.01)
-    lr = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, args.max_train_steps, 100))
-    history, best, start = [], None, time.time()
+    history, best, start, last_eval = [], None, time.time(), time.time()
+    warmup = 100
     bar = tqdm(range(1, args.max_train_steps + 1), desc="unet")
     for step in bar:
-        idx = torch.randint(len(latents), (args.train_batch_size,))
-        cap = torch.tensor([0 if rng.random() < args.caption_dropout else rng.choice(choices[i]) for i in idx.tolist()])
-        x0, cond = latents[idx], states[cap]
+        # Cosine over whichever runs out first, steps or minutes: the schedule ends annealed on any machine.
+        progress = min(1.0, max(step / args.max_train_steps, (time.time() - start) / (60 * args.max_minutes)))
+        for group in opt.param_groups:
+            group["lr"] = args.learning_rate * (min(1.0, step / warmup) * 0.5 * (1 + math.cos(math.pi * progress)))
+        data, size = (pairs, args.train_batch_size // 2) if rng.random() < args.pair_share else (single, args.train_batch_size)
+        idx = torch.randint(len(data["latents"]), (size,))
+        x0 = data["latents"][idx]
+        cond = states([draw_caption(data["objects"][i], rng, args) for i in idx.tolist()])
         noise = torch.randn_like(x0)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),))
         pred = unet(sched.add_noise(x0, noise, t), t, encoder_hidden_states=cond).sample
@@ -130,23 +150,26 @@ def main(args):
         loss = (weight * F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3))).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step(), lr.step(), opt.zero_grad()
+        opt.step(), opt.zero_grad()
         decay = min(args.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(list(ema.parameters()), list(unet.parameters()), 1 - decay)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        out_of_time = time.time() - start > args.max_minutes * 60
-        if step % args.eval_every_steps == 0 or step == args.max_train_steps or out_of_time:
+        done = progress >= 1.0 or step == args.max_train_steps
+        if done or time.time() - last_eval > 60 * args.eval_every_minutes:
             pipe.register_modules(unet=ema)  # plain assignment would leave model_index.json saying unet: null
             quality, _ = judged_quality(pipe, judge, args.eval_seeds)
+            quality.update(pair_quality(pipe, judge, args.eval_seeds))
             quality.update(step=step, minutes=round((time.time() - start) / 60, 2))
             history.append(quality)
-            tqdm.write(f"step {step} ({quality['minutes']} min): shape {quality['shape']:.3f} "
-                       f"(min {quality['min_shape']:.3f}) colour {quality['colour']:.3f}")
-            if best is None or (quality["shape"], quality["colour"]) >= (best["shape"], best["colour"]):  # ties: later, more annealed
+            tqdm.write(f"step {step} ({quality['minutes']} min): shape {quality['shape']:.3f} (min {quality['min_shape']:.3f}) "
+                       f"colour {quality['colour']:.3f}; pairs: both shapes {quality['pair_both']:.3f}, "
+                       f"colours {quality['pair_colour']:.3f}")
+            if best is None or score(quality) >= score(best):  # ties: later, more annealed
                 best = quality
-                pipe.save_pretrained(args.output_dir)
-        if out_of_time:
+                save_pipeline(pipe, args.output_dir)
+            last_eval = time.time()
+        if done:
             break
     with open(os.path.join(args.output_dir, "unet_history.json"), "w") as f:
         json.dump(history, f, indent=1)
