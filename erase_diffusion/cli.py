@@ -16,8 +16,8 @@ def add_generate(sub):
     p.add_argument("--num_images", type=int, default=1, help="Images per prompt.")
     p.add_argument("--num_inference_steps", type=int, default=20, help="Denoising steps.")
     p.add_argument("--guidance_scale", type=float, default=5.0, help="Classifier-free guidance scale.")
-    p.add_argument("--height", type=int, default=None, help="Image height (default: the model's native size).")
-    p.add_argument("--width", type=int, default=None, help="Image width (default: the model's native size).")
+    p.add_argument("--height", type=int, default=None, help="Image height (default: the model's native size; on the miniature, 32).")
+    p.add_argument("--width", type=int, default=None, help="Image width (default: the model's native size; on the miniature, 64 for a prompt naming two objects).")
     p.add_argument("--output", default="output.png", help="PNG path; several images are written as one grid.")
     p.add_argument("--scale", type=int, default=4, help="Nearest-neighbour upscaling of the saved PNG (32 px is tiny).")
     p.add_argument("--erased", default=None, help="Erasure dir from `erase-diffusion erase`: generate with its text encoder(s).")
@@ -26,7 +26,7 @@ def add_generate(sub):
 
 
 def run_generate(args):
-    from .generate import generate, load_pipeline, make_grid, save_atomic
+    from .generate import load_pipeline, make_grid, save_atomic
 
     if args.num_inference_steps <= 0:
         raise UsageError(f"--num_inference_steps {args.num_inference_steps} must be a positive integer")
@@ -45,12 +45,11 @@ def run_generate(args):
         return write_comparison(args, prompts, seeds, gen)
     if args.erased:
         from pipelines import load_erased_pipeline
-        from .miniature import model_path
 
-        pipe = load_erased_pipeline(args.pretrained_model_name_or_path or model_path(), args.erased, strength=args.strength)
+        pipe = load_erased_pipeline(base_of(args), args.erased, strength=args.strength)
     else:
         pipe = load_pipeline(args.pretrained_model_name_or_path)
-    images = generate(pipe, prompts, seeds, **gen)
+    images = draw(pipe, base_of(args), prompts, seeds, gen)
     if len(images) == 1:
         w, h = images[0].size
         save_atomic(images[0].resize((w * args.scale, h * args.scale), resample=0), args.output)
@@ -59,23 +58,44 @@ def run_generate(args):
     print(f"wrote {args.output} ({len(images)} image{'s' * (len(images) > 1)})")
 
 
+def base_of(args):
+    from .miniature import model_path
+
+    return args.pretrained_model_name_or_path or model_path()
+
+
+def draw(pipe, base, prompts, seeds, gen):
+    """Images for the prompts; on the miniature without a size given, each prompt at its scene's size."""
+    from .generate import generate, generate_scenes
+    from .miniature import is_miniature
+
+    if is_miniature(base) and gen["height"] is None and gen["width"] is None:
+        return generate_scenes(pipe, prompts, seeds, **{k: v for k, v in gen.items() if k not in ("height", "width")})
+    return generate(pipe, prompts, seeds, **gen)
+
+
 def write_comparison(args, prompts, seeds, gen):
     """Rows: prompt x seed; columns: original | erased; under each image the judge's label and its probability."""
-    from pipelines import compare, paired_pipelines
+    from pipelines import paired_pipelines
 
     from .generate import make_grid, save_atomic
     from .evaluation.judge import Judge
-    from .miniature import judge_path, model_path
+    from .miniature import judge_path
 
-    base = args.pretrained_model_name_or_path or model_path()
+    base = base_of(args)
     original, erased = paired_pipelines(base, args.erased, strength=args.strength)
-    before, after = compare(original, erased, prompts, seeds, **gen)
+    before, after = (draw(pipe, base, prompts, seeds, gen) for pipe in (original, erased))
     images = [im for pair in zip(before, after) for im in pair]
     labels = None
     if os.path.isdir(judge_path(base)):  # the judge knows the miniature's world only
-        labels = [f"{v['shape']} {v['shape_prob']:.2f}" for v in Judge(judge_path(base)).classify(images)]
+        labels = [verdict_label(v) for v in Judge(judge_path(base)).classify_any(images)]
     save_atomic(make_grid(images, cols=2, labels=labels, scale=args.scale, header=["original", "erased"]), args.output)
     print(f"wrote {args.output}: original | erased for {len(prompts)} prompt/seed pair(s)")
+
+
+def verdict_label(v):
+    """What the judge saw, in a few characters: "star 0.98", or "star+circle" for a two-object scene."""
+    return "+".join(v["shapes"]) if "shapes" in v else f"{v['shape']} {v['shape_prob']:.2f}"
 
 
 def add_judge(sub):
@@ -98,10 +118,48 @@ def run_judge(args):
         print(f"{path:<{width}}  {v['shape']:<9}  {v['shape_prob']:>8.3f}  {v['colour']:<7}  {v['colour_prob']:>9.3f}")
 
 
-COMMANDS = {"generate": (add_generate, run_generate), "judge": (add_judge, run_judge)}
+def add_export(sub):
+    p = sub.add_parser("export", help="Write an erasure's text encoder(s) as one safetensors file in the original SD checkpoint layout.")
+    p.add_argument("erased", help="Erasure dir from `erase-diffusion erase` (full weights or LoRA).")
+    p.add_argument("--format", default="single_file", help="Output format; single_file: the original SD checkpoint's key layout (cond_stage_model.* / conditioner.embedders.*).")
+    p.add_argument("--output", default=None, help="File to write (default: ERASED/text_encoders.sd_original.safetensors); must not exist.")
+    p.add_argument("--pretrained_model_name_or_path", default=None, help="Base pipeline dir, to merge a LoRA erasure into (default: erasure.json's base_model).")
+
+
+def run_export(args):
+    from .export import export
+
+    path = export(args.erased, args.format, args.output, args.pretrained_model_name_or_path)
+    print(f"wrote {path}")
+
+
+def add_cache(sub):
+    from .retain_cache import DEFAULT_DIR
+
+    p = sub.add_parser("cache", help="List, or clear, the cache of self-generated retain images that erasures reuse.")
+    p.add_argument("--retain_cache_dir", default=DEFAULT_DIR, help="The cache (erase's --retain_cache_dir).")
+    p.add_argument("--clear", action="store_true", help="Delete every cached entry.")
+
+
+def run_cache(args):
+    from .retain_cache import clear, describe
+
+    entries = describe(args.retain_cache_dir)
+    if args.clear:
+        clear(args.retain_cache_dir)
+        print(f"cleared {args.retain_cache_dir} ({sum(n for _, n, _ in entries)} entries)")
+        return
+    for root, n, size in entries:
+        print(f"{os.path.relpath(root, args.retain_cache_dir)}  {n} concept(s)  {size / 2**20:.1f} MiB")
+    print(f"{args.retain_cache_dir}: {sum(n for _, n, _ in entries)} cached concept(s)")
+
+
+COMMANDS = {"generate": (add_generate, run_generate), "judge": (add_judge, run_judge), "export": (add_export, run_export),
+            "cache": (add_cache, run_cache)}
 # Subcommands whose flags belong to a script of their own: the CLI hands them the rest of the command line.
 DELEGATED = {"erase": ("erase_diffusion.train", "Erase concepts (CLIPErase loop; same flags as erase_diffusion/train.py)."),
-             "evaluate": ("erase_diffusion.evaluation.evaluate", "Evaluate an erasure: judged metrics, attacks, CLIP tasks and a report."),
+             "evaluate": ("erase_diffusion.evaluation.evaluate", "Evaluate an erasure: judged metrics, held-out phrasing, in-prompt specificity, the attack suite, CLIP tasks and a report."),
+             "attack": ("erase_diffusion.evaluation.attack_suite", "Run the attack suite (discrete, soft prompt, concept inversion) against an erasure."),
              "app": ("app.studio", "Serve the Gradio studio: original vs erased side by side, erase and report tabs.")}
 
 

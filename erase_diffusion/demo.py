@@ -25,7 +25,16 @@ def show_world(pipe, judge):
     labels = [f"{v['shape'][:6]} {v['shape_prob']:.2f}" for v in verdicts]
     save_atomic(make_grid(images, cols=len(world.COLOURS), labels=labels, scale=3), os.path.join(OUT, "grid.png"))
     right = sum(v["shape"] == p.split()[-1] for p, v in zip(prompts, verdicts))
+    scenes = [[(s, world.COLOURS[k]), (world.SHAPES[(k + 2) % 6], world.COLOURS[(k + 3) % 6])]
+              for k, s in enumerate(world.SHAPES)]
+    pair_prompts = [f"a {c1} {s1} and a {c2} {s2}" for (s1, c1), (s2, c2) in scenes]
+    drawn = generate(pipe, pair_prompts, seeds=[0] * len(scenes), width=world.PAIR_SIZE[0], height=world.PAIR_SIZE[1])
+    judged = judge.classify_scenes(drawn, scenes)
+    save_atomic(make_grid(drawn, cols=3, labels=[" + ".join(v["shapes"]) for v in judged], scale=3),
+                os.path.join(OUT, "scenes.png"))
     print(f"1. the miniature draws 36 prompts; the judge names the right shape for {right}/36 -> {OUT}/grid.png")
+    print(f"   and two-object scenes ('a red circle and a orange triangle'): both shapes right in "
+          f"{sum(v['shapes_match'] for v in judged)}/6 -> {OUT}/scenes.png")
 
 
 def erase_and_compare(pipe, judge):

@@ -54,10 +54,25 @@ def generate(pipe, prompts, seeds, num_inference_steps=20, guidance_scale=5.0, n
     return images
 
 
+def generate_scenes(pipe, prompts, seeds, **kwargs):
+    """generate() for the miniature, at the size each prompt asks for: two named objects side by side at 64x32, one
+    at 32x32 (world.image_size). Images come back in prompt order."""
+    from .miniature import world
+
+    images = [None] * len(prompts)
+    for size in dict.fromkeys(world.image_size(p) for p in prompts):
+        idx = [i for i, p in enumerate(prompts) if world.image_size(p) == size]
+        drawn = generate(pipe, [prompts[i] for i in idx], [seeds[i] for i in idx], width=size[0], height=size[1],
+                         **kwargs)
+        for i, im in zip(idx, drawn):
+            images[i] = im
+    return images
+
+
 def make_grid(images, cols, labels=None, scale=1, label_height=12, header=None):
-    """Images in a grid of `cols` columns, each optionally captioned underneath, columns optionally titled."""
-    w, h = images[0].size
-    w, h = w * scale, h * scale
+    """Images in a grid of `cols` columns, each optionally captioned underneath, columns optionally titled; cells
+    are as large as the largest image (a 64x32 scene beside 32x32 ones keeps its shape)."""
+    w, h = max(im.width for im in images) * scale, max(im.height for im in images) * scale
     lh = label_height if labels else 0
     top = label_height if header else 0
     rows = (len(images) + cols - 1) // cols
@@ -67,7 +82,7 @@ def make_grid(images, cols, labels=None, scale=1, label_height=12, header=None):
         draw.text((c * w + 2, 0), title, fill="black")
     for i, im in enumerate(images):
         x, y = (i % cols) * w, top + (i // cols) * (h + lh)
-        grid.paste(im.resize((w, h), Image.Resampling.NEAREST), (x, y))
+        grid.paste(im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST), (x, y))
         if labels:
             draw.text((x + 2, y + h), labels[i], fill="black")
     return grid

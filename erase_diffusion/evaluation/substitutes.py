@@ -27,14 +27,14 @@ class JudgeInterrogator(Interrogator):
 
 def world_labels():
     """Every "a {colour} {thing}" the world can name: its shapes, their paraphrases and the neutral blob."""
-    things = [w for s in world.SHAPES for w in world.shape_words(s)] + [world.NEUTRAL]
+    things = [w for s in world.SHAPES for w in world.shape_words(s, held_out=True)] + [world.NEUTRAL]
     return [f"a {c} {t}" for t in things for c in world.COLOURS]
 
 
 def thing(label):
     """"a red wedge" -> "triangle": what the label names, whatever its colour or wording."""
     words = label.split(" ", 2)[2]
-    return next((s for s in world.SHAPES if words in world.shape_words(s)), words)
+    return next((s for s in world.SHAPES if words in world.shape_words(s, held_out=True)), words)
 
 
 def interrogator(judge):
