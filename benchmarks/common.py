@@ -84,11 +84,13 @@ def run_erase(train_argv, timeout=None):
 
 
 def erase_argv(output_dir, concepts, steps, batch, cache=True, lora_rank=None, validation_seeds=0, extra=()):
-    """Train flags shared by the benchmarks: no trackers, no checkpoints, judged validation only when asked."""
-    argv = ["--concept", ",".join(concepts), "--output_dir", output_dir, "--overwrite_output_dir",
-            "--max_train_steps", str(steps), "--train_batch_size", str(batch), "--report_to", "none",
+    """Train flags shared by the benchmarks: no trackers, no checkpoints, judged validation only when asked; steps
+    and batch of None keep erase's defaults."""
+    argv = ["--concept", ",".join(concepts), "--output_dir", output_dir, "--overwrite_output_dir", "--report_to", "none",
             "--checkpointing_steps", "0", "--validation_seeds", str(validation_seeds),
             "--cache_features" if cache else "--no-cache_features"]
+    argv += ["--max_train_steps", str(steps)] if steps is not None else []
+    argv += ["--train_batch_size", str(batch)] if batch is not None else []
     if lora_rank:
         argv += ["--lora_rank", str(lora_rank)]
     return argv + list(extra)

@@ -39,8 +39,8 @@ def main(out_json, argv):
     stats = {"step_starts": [], "rss_floor_mib": floor}
     orig_prepare, orig_step_loss, orig_write = T.prepare, T.step_loss, T.write_outputs
 
-    def prepare(args, accelerator):
-        setup = orig_prepare(args, accelerator)
+    def prepare(args, accelerator, on_phase):
+        setup = orig_prepare(args, accelerator, on_phase)
         named = [(n, p) for enc in setup.encoders for n, p in enc.text_encoder.named_parameters()]
         # the encoder's own weights; the trained copy of the used token rows is counted as trainable only
         params = [p for n, p in named if not n.endswith("token_embedding.rows")]

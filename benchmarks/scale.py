@@ -32,7 +32,7 @@ COLUMNS = [("model", "model", None), ("concepts", "concepts", "{}"), ("n_forget"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--miniature_concepts", default="1,2,4,6", help="Concept counts on the miniature (1-6).")
-    p.add_argument("--tiny_concepts", default="10,100", help="Concept counts on the tiny random CLIP.")
+    p.add_argument("--tiny_concepts", default="10,50,100", help="Concept counts on the tiny random CLIP.")
     p.add_argument("--max_train_steps", type=int, default=100, help="Steps per run (time per step is what scales).")
     p.add_argument("--train_batch_size", type=int, default=32, help="Forget and retain pairs per step.")
     p.add_argument("--forget_images_per_concept", type=int, default=192, help="Miniature forget renders per concept.")
@@ -91,8 +91,34 @@ def main(args):
             print(f"tiny random CLIP, {n} concept(s): {rows[-1]['process_wall']:.1f} s", flush=True)
     path = append_results(args.results_dir, "scale", [{"measurement": "run", **r} for r in rows], smoke=args.smoke)
     print(table(rows, COLUMNS))
-    print(f"results appended to {path}")
-    return {"rows": rows, "path": path}
+    png = os.path.join(args.results_dir, "scale.png")
+    plot(rows, png)
+    print(f"results appended to {path}; plot: {png}")
+    return {"rows": rows, "path": path, "plot": png}
+
+
+def plot(rows, path):
+    """Process wall and its parts against the number of concepts, one panel per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["concepts"])
+        xs = [r["concepts"] for r in mine]
+        for key, label in (("process_wall", "whole process"), ("train", "steps"), ("cache", "caching"),
+                           ("data", "data")):
+            ax.plot(xs, [r[key] for r in mine], marker="o", label=label)
+        ax.set_title(f"{model}: cost of one erase run")
+        ax.set_xlabel("concepts erased in one run")
+        ax.set_ylabel("seconds")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -23,13 +23,16 @@ def trainable_state(modules):
             if p.requires_grad}
 
 
-def save(output_dir, step, modules, optimizer, total_limit=None):
-    """Write checkpoint-{step} atomically (temp dir, then rename) and keep at most `total_limit` of them."""
+def save(output_dir, step, modules, optimizer, total_limit=None, extra=None):
+    """Write checkpoint-{step} atomically (temp dir, then rename) and keep at most `total_limit` of them; `extra`:
+    more tensors the loop needs to resume exactly (the adversarial inputs)."""
     final = os.path.join(output_dir, "checkpoints", f"checkpoint-{step}")
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     save_file(trainable_state(modules), os.path.join(tmp, "weights.safetensors"))
+    if extra:
+        save_file(extra, os.path.join(tmp, "extra.safetensors"))
     opt = optimizer.state_dict()
     tensors = {f"{idx}.{k}": v.contiguous() for idx, st in opt["state"].items() for k, v in st.items()}
     save_file(tensors, os.path.join(tmp, "optimizer.safetensors"))
@@ -68,7 +71,7 @@ def resolve(output_dir, resume_from_checkpoint):
 
 
 def load(path, modules, optimizer):
-    """Restore weights and optimiser state from `path`; returns the step it was saved at."""
+    """Restore weights and optimiser state from `path`; returns (the step it was saved at, its extra tensors)."""
     weights = load_file(os.path.join(path, "weights.safetensors"))
     for name, m in modules.items():
         prefix = f"{name}."
@@ -90,4 +93,5 @@ def load(path, modules, optimizer):
         idx, name = key.split(".", 1)
         state.setdefault(int(idx), {})[name] = v
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return meta["step"]
+    extra = os.path.join(path, "extra.safetensors")
+    return meta["step"], (load_file(extra) if os.path.isfile(extra) else {})

@@ -9,6 +9,8 @@ import shutil
 import time
 
 from . import __version__
+from .costs import unet_evaluations
+from .layout import canonical_lora_state_dict, save_model
 from .model_card import model_card
 
 FULL, LORA = "full", "lora"
@@ -16,16 +18,22 @@ LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
 def save_encoders(args, setup, unwrapped, staging):
+    """The erased encoder(s), in the hub's canonical key layout (see layout.py), beside the tokenizer(s)."""
     if args.lora_rank:
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
         from peft.utils import get_peft_model_state_dict
 
-        layers = {f"{enc.name}_lora_layers": get_peft_model_state_dict(unwrapped[enc.name]) for enc in setup.encoders}
+        layers, metadata = {}, {}
+        for enc in setup.encoders:
+            model = unwrapped[enc.name]
+            layers[f"{enc.name}_lora_layers"] = canonical_lora_state_dict(model, get_peft_model_state_dict(model))
+            # rank and alpha travel with the file, so a loader never has to guess the adapter's scale
+            metadata[f"{enc.name}_lora_adapter_metadata"] = model.peft_config["default"].to_dict()
         cls = StableDiffusionXLPipeline if setup.family == "sdxl" else StableDiffusionPipeline
-        cls.save_lora_weights(staging, safe_serialization=True, **layers)
+        cls.save_lora_weights(staging, safe_serialization=True, **layers, **metadata)
     else:
         for enc in setup.encoders:
-            unwrapped[enc.name].save_pretrained(os.path.join(staging, enc.name))
+            save_model(unwrapped[enc.name], os.path.join(staging, enc.name))
     for enc in setup.encoders:
         enc.tokenizer.save_pretrained(os.path.join(staging, enc.name.replace("text_encoder", "tokenizer")))
     if args.train_vision_tower:
@@ -42,7 +50,7 @@ def save_unlearned_clip(args, setup, unwrapped, staging):
         text = unwrapped[enc.name]
         clip.text_model.load_state_dict(getattr(text, "text_model", text).state_dict())
         clip.vision_model.load_state_dict(unwrapped[f"vision_{k}"].state_dict())
-        clip.save_pretrained(os.path.join(staging, "clip" if k == 0 else f"clip_{k + 1}"))
+        save_model(clip, os.path.join(staging, "clip" if k == 0 else f"clip_{k + 1}"))
 
 
 def erased_modules(args, setup, unwrapped):
@@ -73,40 +81,58 @@ def validate(args, setup, unwrapped, staging):
     from .miniature import judge_path
 
     pipe = load_pipeline(args.pretrained_model_name_or_path)
-    metrics, rows, before, after = compare(pipe, Judge(judge_path(args.pretrained_model_name_or_path)), erased_modules(args, setup, unwrapped), setup.concepts,
-                                           args.validation_seeds, args.num_inference_steps, args.guidance_scale, setup.retain)
+    judge = Judge(judge_path(args.pretrained_model_name_or_path))
+    with unet_evaluations(pipe.unet) as evals:
+        metrics, rows, before, after = compare(pipe, judge, erased_modules(args, setup, unwrapped), setup.concepts,
+                                               args.validation_seeds, args.num_inference_steps, args.guidance_scale,
+                                               setup.retain)
     cols = len(rows) // (len(rows) // 6) if len(rows) >= 6 else len(rows)
     save_atomic(make_grid(before, cols=cols, scale=2), os.path.join(staging, "validation_before.png"))
     save_atomic(make_grid(after, cols=cols, scale=2), os.path.join(staging, "validation_after.png"))
     metrics["summary"] = summary_line(metrics)
+    metrics["unet_evals"] = evals["unet"]
     return metrics
 
 
-def write_outputs(args, setup, unwrapped, final_losses, seconds):
+def levers(args):
+    """Which parts of the objective ran (the paper's three terms always do)."""
+    anchored = args.objective == "anchored"
+    return {"paper_terms": True, "token_state_terms": anchored, "mine_neighbours": anchored and args.mine_neighbours,
+            "vocabulary_captions": args.vocabulary_captions if anchored and args.mine_neighbours else 0,
+            "pair_prompts": anchored and args.pair_prompts, "caption_noise": args.caption_noise if anchored else 0.0,
+            "adversarial": anchored and bool(args.adversarial_every), "unet_term": anchored and args.lambda_unet > 0}
+
+
+def write_outputs(args, setup, unwrapped, final_losses, seconds, costs, on_phase=lambda name: None):
     staging = os.path.join(args.output_dir, ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
     try:
-        return _write(args, setup, unwrapped, final_losses, seconds, staging)
+        return _write(args, setup, unwrapped, final_losses, seconds, costs, staging, on_phase)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # a failed run leaves no half-written erasure
 
 
-def _write(args, setup, unwrapped, final_losses, seconds, staging):
+def _write(args, setup, unwrapped, final_losses, seconds, costs, staging, on_phase):
     t = time.perf_counter()
+    on_phase("saving")
     save_encoders(args, setup, unwrapped, staging)
     seconds["save"] = time.perf_counter() - t
     t = time.perf_counter()
+    on_phase("validation")
     metrics = validate(args, setup, unwrapped, staging)
     seconds["validation"] = time.perf_counter() - t
+    costs["unet_evals_validation"] = metrics.pop("unet_evals") if metrics else 0  # judging, not erasing
     record = {
         "erase_diffusion_version": __version__,
         "concepts": setup.concepts, "retain_concepts": setup.retain, "anchor": setup.anchor,
         "base_model": os.path.abspath(args.pretrained_model_name_or_path), "family": setup.family,
         "format": LORA if args.lora_rank else FULL, "objective": args.objective,
         "text_encoders": [enc.name for enc in setup.encoders],
+        "levers": levers(args), "neighbours": setup.neighbours,
+        "token_state_captions": {k: len(v) for k, v in setup.text.items() if k != "core"},
         "flags": {k: v for k, v in vars(args).items()}, "final_losses": final_losses, "judge_metrics": metrics,
-        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "seconds": {k: round(v, 3) for k, v in seconds.items()}, "costs": costs,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     with open(os.path.join(staging, "README.md"), "w") as f:

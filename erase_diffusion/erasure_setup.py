@@ -3,28 +3,35 @@
 All of it happens before --output_dir is touched, so bad input leaves nothing behind.
 """
 
-import copy
 import os
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import torch
 
 from . import checkpoint, data
+from .adversarial import Adversaries
+from .costs import unet_evaluations
 from .errors import UsageError
 from .families import default_clip_paths, detect_family, load_encoders
+from .features import FeatureCache
 from .host_memory import pin_mmap_threshold
 from .miniature import world
 from .miniature import model_path as miniature_path
+from .prompts import token_state_sets
 from .used_rows import train_used_rows
+from .versions import check_lora_support
+
+
+ADVERSARIAL_EVERY = 2  # the default adversarial period where supported (--adversarial_every)
 
 
 def validate_args(args):
     """One UsageError per bad flag value, before any model is loaded."""
     args.pretrained_model_name_or_path = args.pretrained_model_name_or_path or miniature_path()
-    for name in ("lambda_retain", "lambda_forget", "lambda_consistency", "lambda_preserve", "lambda_anchor"):
-        if getattr(args, name) < 0:
+    for name in ("lambda_retain", "lambda_forget", "lambda_consistency", "lambda_preserve", "lambda_anchor",
+                 "lambda_adversarial", "adversarial_every", "data_guidance_scale", "lambda_unet"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
             raise UsageError(f"--{name} {getattr(args, name)} must be >= 0")
     if args.learning_rate is None:
         args.learning_rate = 1e-3 if args.lora_rank else 1e-4  # low-rank updates need larger steps to move as far
@@ -32,7 +39,13 @@ def validate_args(args):
         raise UsageError(f"--learning_rate {args.learning_rate} must be > 0")
     if args.lora_rank is not None and args.lora_rank <= 0:
         raise UsageError(f"--lora_rank {args.lora_rank} must be a positive integer")
-    for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "num_forget_images", "num_retain_images"):
+    if args.lora_rank:
+        check_lora_support()
+    if not 0.0 <= args.caption_noise <= 1.0:
+        raise UsageError(f"--caption_noise {args.caption_noise} must be a share within [0, 1]")
+    for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "num_forget_images",
+                 "num_retain_images", "text_batch_size", "adversarial_steps", "data_inference_steps", "unet_batch_size",
+                 "adversarial_batch_size"):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name} {getattr(args, name)} must be a positive integer")
     if args.optimizer_in_backward and args.gradient_accumulation_steps > 1:
@@ -54,84 +67,6 @@ def validate_args(args):
         checkpoint.resolve(out, args.resume_from_checkpoint)
 
 
-# Frozen passes run in chunks of about this many tokens: enough rows for full-speed matmuls, and a ViT-L chunk
-# (15 images of 257 tokens) holds ~0.1 GB of activations instead of the ~0.4 GB of a fixed 128 images.
-TOKENS_PER_CHUNK = 1024
-
-
-@dataclass
-class FeatureCache:
-    """One encoder's tokenized captions and the frozen side of the objective, computed once (or every step)."""
-
-    encoder: object
-    forget_ids: torch.Tensor
-    retain_ids: torch.Tensor
-    anchor_ids: torch.Tensor
-    forget_pixels: torch.Tensor
-    retain_pixels: torch.Tensor
-    index: int
-    cached: bool
-    train_vision: bool
-    stored: dict = field(default_factory=dict)
-    frozen_text: object = None
-
-    @torch.no_grad()
-    def build(self):
-        """Frozen image embeddings and the original encoder's outputs: once when cached, else kept as frozen copies.
-
-        Runs before the encoder becomes trainable, so when cached the encoder itself is still the original and
-        needs no copy. The vision tower, its projection and the pixels are dropped as soon as the image embeddings
-        exist, before the text pass, so the two towers are never resident together. The projection matters: its
-        weight is a view into the CLIP file's memory map, and while any view lives the whole map stays resident
-        (1.2 GB of ViT-L pages touched by the caching pass).
-        """
-        if not self.cached:
-            self.frozen_text = copy.deepcopy(self.encoder.text_encoder).eval().requires_grad_(False)
-            self.frozen_vision = copy.deepcopy(self.encoder.vision) if self.train_vision else self.encoder.vision
-            return
-        self.stored["forget"] = self._embed(self.encoder.vision, self.forget_pixels)
-        self.stored["retain"] = self._embed(self.encoder.vision, self.retain_pixels)
-        self.encoder.vision = self.encoder.visual_projection = self.forget_pixels = self.retain_pixels = None
-        self.frozen_text = self.encoder.text_encoder.eval()
-        self.stored["r_states"], self.stored["r_emb"] = self._text(self.retain_ids)
-        self.stored["anchor_states"], _ = self._text(self.anchor_ids)
-        self.frozen_text = None
-
-    def _embed(self, vision, pixels):
-        chunk = max(1, TOKENS_PER_CHUNK // vision.embeddings.num_positions)
-        return torch.cat([self.encoder.visual_projection(vision(pixel_values=pixels[i:i + chunk]).pooler_output)
-                          for i in range(0, len(pixels), chunk)])
-
-    def _text(self, ids):
-        chunk = max(1, TOKENS_PER_CHUNK // ids.shape[1])
-        outs = [self.encoder.text(self.frozen_text, ids[i:i + chunk]) for i in range(0, len(ids), chunk)]
-        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
-
-    def image_embeds(self, which, idx, models):
-        pixels = self.forget_pixels if which == "forget" else self.retain_pixels
-        if self.train_vision:
-            return self.encoder.visual_projection(models[f"vision_{self.index}"](pixel_values=pixels[idx]).pooler_output)
-        if self.cached:
-            return self.stored[which][idx]
-        with torch.no_grad():
-            return self._embed(self.frozen_vision, pixels[idx])
-
-    def original(self, idx_f, idx_r, img_r=None):
-        """The frozen original's side of the objective for this batch (`img_r`: this step's retain image embeddings,
-        reused when the vision tower is frozen rather than computed a second time)."""
-        if self.cached:
-            s = self.stored
-            return SimpleNamespace(img_r=s["retain"][idx_r], r_states=s["r_states"][idx_r], r_emb=s["r_emb"][idx_r],
-                                   anchor_states=s["anchor_states"][idx_f])
-        with torch.no_grad():
-            states, emb = self._text(torch.cat([self.retain_ids[idx_r], self.anchor_ids[idx_f]]))
-            (r_states, anchor_states), r_emb = states.split([len(idx_r), len(idx_f)]), emb[:len(idx_r)]
-            if img_r is None or self.train_vision:
-                img_r = self._embed(self.frozen_vision, self.retain_pixels[idx_r])
-            return SimpleNamespace(img_r=img_r, r_states=r_states,
-                                   r_emb=r_emb, anchor_states=anchor_states)
-
-
 @dataclass
 class Setup:
     family: str
@@ -142,7 +77,13 @@ class Setup:
     cache: list
     forget: data.Pairs
     retain_pairs: data.Pairs
+    text: dict  # the token-state terms' captions: "forget", "anchored", "retain"
+    neighbours: dict  # concept -> mined words
+    name_ids: list  # per encoder: token ids standing for the concepts (what the adversarial term replaces)
+    unet_term: object = None  # the UNet-aware term (unet_term.py) when --lambda_unet > 0
+    adversaries: list = field(default_factory=list)  # per encoder, with --adversarial_every (adversarial.py)
     seconds: dict = field(default_factory=dict)  # data, models, cache: where setup time went
+    costs: dict = field(default_factory=dict)  # UNet evaluations, encoder passes: what the erasure cost
 
     @property
     def n_forget(self):
@@ -177,54 +118,148 @@ def resolve_concepts(args, family):
     return concepts, retain, anchor
 
 
+def data_source(args, family):
+    if args.data_source != "auto":
+        return args.data_source
+    return "folder" if args.forget_data_dir else ("renderer" if family == "miniature" else "generate")
+
+
 def load_pairs(args, family, concepts, retain, anchor):
-    source = args.data_source
-    if source == "auto":
-        source = "folder" if args.forget_data_dir else ("renderer" if family == "miniature" else "generate")
+    """(forget pairs, retain pairs, costs): the images and captions of the paper's terms."""
+    source = data_source(args, family)
     if source == "folder":
         if not (args.forget_data_dir and args.retain_data_dir):
             raise UsageError("--data_source folder needs both --forget_data_dir and --retain_data_dir")
-        words = list(concepts) + [w for c in concepts if c in world.PARAPHRASES for w in world.PARAPHRASES[c]]
-        return (data.from_image_folder(args.forget_data_dir, words, anchor), data.from_image_folder(args.retain_data_dir))
+        words = list(concepts) + [w for c in concepts for w in world.TRAIN_PARAPHRASES.get(c, ())]
+        return (data.from_image_folder(args.forget_data_dir, words, anchor), data.from_image_folder(args.retain_data_dir),
+                {"unet_evals_data": 0})
     if source == "renderer":
         if family != "miniature":
             raise UsageError("--data_source renderer works only with the miniature base model")
-        return data.from_renderer(concepts, retain, args.num_forget_images, args.num_retain_images, args.seed, anchor)
+        return (*data.from_renderer(concepts, retain, args.num_forget_images, args.num_retain_images, args.seed, anchor),
+                {"unet_evals_data": 0})
     from .generate import generate, load_pipeline
 
     templates = args.prompt_templates.split("|") if args.prompt_templates else list(data.DEFAULT_TEMPLATES)
     if any("{}" not in t for t in templates):
         raise UsageError(f"--prompt_templates {args.prompt_templates!r}: every template needs a '{{}}' for the concept")
+    from .retain_cache import retain_pairs
+
     pipe = load_pipeline(args.pretrained_model_name_or_path)
     per = lambda n, k: max(1, n // len(k))  # noqa: E731
-    forget, _ = data.from_pipeline(pipe, concepts, [], templates, per(args.num_forget_images, concepts), args.seed, anchor, generate)
-    _, kept = data.from_pipeline(pipe, [], retain, templates, per(args.num_retain_images, retain), args.seed + 7, anchor, generate)
-    return forget, kept
+    steps, guidance = args.data_inference_steps, args.data_guidance_scale
+    gen = lambda p, prompts, seeds: generate(p, prompts, seeds, steps, guidance)  # noqa: E731
+    with unet_evaluations(pipe.unet) as forget_evals:
+        forget = data.from_pipeline(pipe, concepts, templates, per(args.num_forget_images, concepts), args.seed,
+                                    anchor, gen)
+    cache_dir = None if args.retain_cache_dir.lower() == "none" else args.retain_cache_dir
+    with unet_evaluations(pipe.unet) as retain_evals:
+        images, captions, stats = retain_pairs(pipe, args.pretrained_model_name_or_path, retain, templates,
+                                               per(args.num_retain_images, retain), args.seed + 7, steps, guidance,
+                                               cache_dir, gen)
+    return forget, data.Pairs(images, captions), {
+        "unet_evals_data": forget_evals["unet"] + retain_evals["unet"], "unet_evals_forget_images": forget_evals["unet"],
+        "unet_evals_retain_images": retain_evals["unet"], "retain_cache": {k: stats[k] for k in ("cached", "generated")}}
 
 
-def prepare(args, accelerator):
+def concept_names(args, family, concepts, source):
+    """Every name of the concepts that the data's captions use (the renderer's captions use training paraphrases)."""
+    if family == "miniature" and source in ("renderer", "folder"):
+        return list(concepts) + [w for c in concepts for w in world.TRAIN_PARAPHRASES.get(c, ())]
+    return list(concepts)
+
+
+def mining_templates(args, family):
+    """Caption templates (with '{}') that mining compares words in, and their own words (never mined)."""
+    if family == "miniature":
+        return [f"a {c} {{}}" for c in world.COLOURS], list(world.COLOURS) + ["a"]
+    templates = args.prompt_templates.split("|") if args.prompt_templates else list(data.DEFAULT_TEMPLATES)
+    return templates, [w for t in templates for w in t.replace("{}", " ").split()]
+
+
+def caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept):
+    """The token-state terms' captions (prompts.py), with the mined neighbours they use."""
+    from .neighbours import mine
+
+    if args.objective == "paper":
+        return {"forget": [], "anchored": [], "retain": [], "core": 0}, {}
+    source = data_source(args, family)
+    names = concept_names(args, family, concepts, source)
+    neighbours, far = {}, []
+    if args.mine_neighbours:
+        templates, words = mining_templates(args, family)
+        neighbours = mine(encoders[0], concepts, retain, anchor, templates, words + names, far=far)
+    keep = set(world.COLOURS) if family == "miniature" else set()
+    f, a, r = token_state_sets(forget.captions, kept.captions, names, [w for ws in neighbours.values() for w in ws],
+                               anchor, args.pair_prompts, args.caption_noise, args.seed, keep, far, retain,
+                               args.vocabulary_captions)
+    # the data's own forget captions come first in f (token_state_sets keeps their order)
+    return {"forget": f, "anchored": a, "retain": r, "core": len(set(forget.captions))}, neighbours
+
+
+def name_token_ids(enc, concepts, neighbours):
+    """Token ids that stand for the concepts: all of each concept's tokens, and single-token mined neighbours."""
+    ids = [t for c in concepts for t in enc.tokenizer(c, add_special_tokens=False).input_ids]
+    for w in (w for ws in neighbours.values() for w in ws):
+        toks = enc.tokenizer(w, add_special_tokens=False).input_ids
+        ids += toks if len(toks) == 1 else []
+    return torch.tensor(sorted(set(ids)), dtype=torch.long)
+
+
+def prepare(args, accelerator, on_phase=lambda name: None):
     family = detect_family(args.pretrained_model_name_or_path)
+    if args.adversarial_every is None:  # the default: on where it is supported
+        args.adversarial_every = 0 if family == "sdxl" or args.objective == "paper" else ADVERSARIAL_EVERY
+    if family == "sdxl" and (args.adversarial_every or args.lambda_unet):
+        raise UsageError("--adversarial_every and --lambda_unet work on encoders whose last hidden state the UNet reads "
+                         "(SD 1.x, 2.x, the miniature); SDXL's conditioning is not supported by them yet")
     concepts, retain, anchor = resolve_concepts(args, family)
+    on_phase("data")
     t = time.perf_counter()
-    forget, kept = load_pairs(args, family, concepts, retain, anchor)  # data errors surface before slow model loads
+    forget, kept, costs = load_pairs(args, family, concepts, retain, anchor)  # data errors surface before model loads
     seconds = {"data": time.perf_counter() - t}
+    on_phase("models")
     t = time.perf_counter()
     clip_paths = args.clip_model_name_or_path or default_clip_paths(family, args.pretrained_model_name_or_path)
     encoders = load_encoders(args.pretrained_model_name_or_path, family, clip_paths)
     # before the caching pass: its ViT activations would otherwise leave the heap fragmented for the whole run
     pin_mmap_threshold(sum(p.numel() for e in encoders for p in e.text_encoder.parameters()), accelerator.device.type)
     seconds["models"] = time.perf_counter() - t
+    on_phase("captions")
     t = time.perf_counter()
-    cache = []
+    text, neighbours = caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
+    seconds["captions"] = time.perf_counter() - t
+    unet_term = None
+    unet_attack = args.adversarial_every and args.adversarial_space == "unet"
+    if args.objective == "anchored" and (args.lambda_unet > 0 or unet_attack):  # before the encoder trains: original
+        from .unet_term import UNetTerm
+
+        with torch.no_grad():
+            anchor_states = encoders[0].text(encoders[0].text_encoder, encoders[0].tokenize(forget.anchored))[0]
+        unet_term = UNetTerm(args.pretrained_model_name_or_path, forget.images, anchor_states, args.unet_batch_size,
+                             args.seed)
+    on_phase("caching")
+    t = time.perf_counter()
+    cache, name_ids, adversaries = [], [], []
     for k, enc in enumerate(encoders):
-        c = FeatureCache(enc, enc.tokenize(forget.captions), enc.tokenize(kept.captions), enc.tokenize(forget.anchored),
-                         enc.pixels(forget.images), enc.pixels(kept.images), k, args.cache_features and not args.train_vision_tower,
-                         args.train_vision_tower)
+        ids = {"forget": enc.tokenize(forget.captions), "retain": enc.tokenize(kept.captions),
+               "text_forget": enc.tokenize(text["forget"]), "text_anchor": enc.tokenize(text["anchored"]),
+               "text_retain": enc.tokenize(text["retain"])}
+        c = FeatureCache(enc, ids, {"forget": enc.pixels(forget.images), "retain": enc.pixels(kept.images)}, k,
+                         args.cache_features and not args.train_vision_tower, args.train_vision_tower,
+                         forget_states=bool(args.adversarial_every))
         c.build()
         cache.append(c)
-        add_trainable(args, enc, torch.cat([c.forget_ids, c.retain_ids]))
+        name_ids.append(name_token_ids(enc, concepts, neighbours))
+        if args.adversarial_every:  # before add_trainable: the adversaries start from the original token rows
+            adversaries.append(Adversaries(ids["text_forget"], name_ids[-1], enc.text_encoder,
+                                           torch.Generator().manual_seed(args.seed + k)))
+        add_trainable(args, enc, torch.cat([ids[key] for key in ("forget", "retain", "text_forget", "text_retain")]))
     seconds["cache"] = time.perf_counter() - t
-    return Setup(family, concepts, retain, anchor, encoders, cache, forget, kept, seconds)
+    costs["text_encoder_forward_caching"] = sum(c.counts["text_forward"] for c in cache)
+    costs["vision_forward_caching"] = sum(c.counts["vision_forward"] for c in cache)
+    return Setup(family, concepts, retain, anchor, encoders, cache, forget, kept, text, neighbours, name_ids, unet_term,
+                 adversaries, seconds, costs)
 
 
 def add_trainable(args, enc, caption_ids):

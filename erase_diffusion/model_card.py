@@ -62,6 +62,22 @@ while keeping {', '.join(record['retain_concepts'])}. Only the text encoder chan
 {_metrics_table(record.get('judge_metrics'))}
 Validation grids: `validation_before.png` and `validation_after.png` (rows as in erasure.json's prompts).
 
+## What ran, and what it cost
+
+Levers (the paper's three terms always run): `{json.dumps(record.get('levers', {}))}`.
+Mined neighbours (words the original encoder places nearest the concept): `{json.dumps(record.get('neighbours', {}))}`.
+Cost: `{json.dumps(record.get('costs', {}))}` (UNet evaluations count one per image and denoising step, two with
+guidance); seconds per phase: `{json.dumps(record.get('seconds', {}))}`.
+
+## Files, and the tools that read them
+
+- `text_encoder/` (`text_encoder_2/` for SDXL): transformers' `from_pretrained`, in the hub's key layout
+  (`text_model.*`), so transformers 4.x and 5.x both load it; diffusers pipelines take it as `text_encoder=`.
+- `pytorch_lora_weights.safetensors` (LoRA erasures): diffusers' `pipe.load_lora_weights(OUT)`.
+- `erase-diffusion export OUT --format single_file` writes the encoder(s) in the original Stable Diffusion
+  checkpoint layout (`cond_stage_model.*` / `conditioner.embedders.*`), which diffusers' single-file loaders
+  convert back and which tools built on the original checkpoints read once merged into a full checkpoint.
+
 ## Final losses
 
 `{json.dumps(record['final_losses'])}`

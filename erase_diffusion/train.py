@@ -13,16 +13,22 @@ import math
 import os
 import sys
 import time
+from types import SimpleNamespace
 
 import torch
 from tqdm.auto import tqdm
 
 from erase_diffusion import checkpoint, losses
+from erase_diffusion.attacks.common import placeholder_id
 from erase_diffusion.erasure_setup import prepare, validate_args
 from erase_diffusion.erasure_outputs import write_outputs
 from erase_diffusion.errors import UsageError
 from erase_diffusion.optimizer import build_optimizer
+from erase_diffusion.retain_cache import DEFAULT_DIR as RETAIN_CACHE
 from erase_diffusion.used_rows import merge_used_rows
+
+
+PHASES = ("data", "models", "captions", "caching", "training", "saving", "validation")  # what main's on_phase hears
 
 
 def parse_args(argv=None):
@@ -40,6 +46,9 @@ def parse_args(argv=None):
     g.add_argument("--prompt_templates", default=None, help="Comma-free '|'-separated templates with {} for self-generated data.")
     g.add_argument("--num_forget_images", type=int, default=192, help="Forget pairs rendered or generated (per concept when generated: /num concepts).")
     g.add_argument("--num_retain_images", type=int, default=384, help="Retain pairs rendered or generated.")
+    g.add_argument("--data_inference_steps", type=int, default=20, help="Denoising steps of self-generated images (each costs one UNet evaluation per image, two with guidance).")
+    g.add_argument("--data_guidance_scale", type=float, default=5.0, help="Guidance of self-generated images.")
+    g.add_argument("--retain_cache_dir", default=RETAIN_CACHE, help="Where self-generated retain images are cached per base model and settings and reused by later erasures ('none': no cache); `erase-diffusion cache --clear` empties it.")
     g = p.add_argument_group("objective")
     g.add_argument("--objective", choices=["anchored", "paper"], default="anchored", help="anchored: paper + token-state terms (default; meets the judged bars); paper: exactly L = λ1·L_RM + λ2·L_FM + λ3·L_CM.")
     g.add_argument("--lambda_retain", type=float, default=1.0, help="λ1, retention (CLIP contrastive) weight; paper: 1.")
@@ -47,6 +56,20 @@ def parse_args(argv=None):
     g.add_argument("--lambda_consistency", type=float, default=3.0, help="λ3, consistency (KL to the original) weight; paper: 3.")
     g.add_argument("--lambda_preserve", type=float, default=100.0, help="Weight of keeping retain prompts' token states (anchored only).")
     g.add_argument("--lambda_anchor", type=float, default=100.0, help="Weight of mapping forget prompts' token states to the anchored prompt's (anchored only).")
+    g.add_argument("--text_batch_size", type=int, default=32, help="Captions per step from each token-state set (forget and retain; anchored only).")
+    g = p.add_argument_group("robustness levers (anchored only)")
+    g.add_argument("--mine_neighbours", action=argparse.BooleanOptionalAction, default=False, help="Add forget captions naming the words the original encoder places nearer the concept than anything kept (neighbours.py); the other words feed --vocabulary_captions. Off by default: on the miniature it finds the evaluation's held-out paraphrases themselves (e.g. 'orb', 'dot' for circle), so the erasure would train on the phrasing meant to test it.")
+    g.add_argument("--vocabulary_captions", type=int, default=0, help="Retain captions that also name words of the vocabulary mined as near no concept, so words the data never shows (colours, for a name-only erasure) keep their states (needs --mine_neighbours, e.g. 1024; 0: none).")
+    g.add_argument("--pair_prompts", action=argparse.BooleanOptionalAction, default=True, help="Two-object captions in the token-state sets: the concept beside a kept object (forget), two kept objects (retain).")
+    g.add_argument("--caption_noise", type=float, default=0.0, help="Share of token-state captions also used with a filler word or letter string added (wording never seen).")
+    g.add_argument("--adversarial_every", type=int, default=None, help="Every N steps, an inner attack fits vectors in place of the concept's tokens and as a prefix, and the outer term unlearns them (0: off; default: every 2 steps in one process on SD 1.x/2.x and the miniature, off for SDXL and multi-process runs, which it does not support yet).")
+    g.add_argument("--adversarial_steps", type=int, default=2, help="Adam steps of each inner attack (its inputs persist per caption between attacks, so these add up).")
+    g.add_argument("--adversarial_batch_size", type=int, default=16, help="Forget captions attacked per adversarial step.")
+    g.add_argument("--adversarial_space", choices=["text", "unet"], default="text", help="What the inner prefix attack optimises: text, the original's token states (no UNet); unet, the frozen UNet's denoising loss on the concept's images (the soft-prompt threat itself; 1 UNet evaluation per caption and inner step).")
+    g.add_argument("--adversarial_lr", type=float, default=1e-2, help="Learning rate of the inner attack.")
+    g.add_argument("--lambda_adversarial", type=float, default=300.0, help="Weight of the adversarial term.")
+    g.add_argument("--lambda_unet", type=float, default=0.0, help="Weight of the UNet-aware term: through the frozen UNet, forget captions must predict the noise the anchored caption does on the concept's images (0: off; unet_term.py).")
+    g.add_argument("--unet_batch_size", type=int, default=8, help="Forget images per step in the UNet-aware term (each costs 2 UNet evaluations and a backward pass).")
     g = p.add_argument_group("what learns")
     g.add_argument("--train_vision_tower", action="store_true", help="Also unlearn the vision tower (the paper's full-CLIP setting); disables feature caching.")
     g.add_argument("--lora_rank", type=int, default=None, help="Train a LoRA of this rank on the text encoder(s) instead of full weights; loads with pipe.load_lora_weights(OUT).")
@@ -54,7 +77,7 @@ def parse_args(argv=None):
     g.add_argument("--cache_features", action=argparse.BooleanOptionalAction, default=True, help="Compute frozen image embeddings and the original's text outputs once instead of every step.")
     g = p.add_argument_group("training")
     g.add_argument("--max_train_steps", type=int, default=300, help="Optimiser steps.")
-    g.add_argument("--train_batch_size", type=int, default=32, help="Forget pairs and retain pairs per step (each).")
+    g.add_argument("--train_batch_size", type=int, default=16, help="Forget pairs and retain pairs per step (each), for the paper's terms (the paper's batch: 16).")
     g.add_argument("--learning_rate", type=float, default=None, help="Adam learning rate; default 1e-4 for full weights, 1e-3 for LoRA (the paper's 1e-6 is for ViT-L over 20 epochs).")
     g.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Batches accumulated per optimiser step.")
     g.add_argument("--gradient_checkpointing", action="store_true", help="Recompute the text encoder's activations in the backward pass: less memory (SD 1.5 size, batch 16, with --optimizer_in_backward: peak 2.1 GB instead of 3.6 GB).")
@@ -85,36 +108,68 @@ def batch_indices(n, size, seed, step, rank):
     Drawn without replacement when the set is large enough: a pair twice in one batch would be its own negative in
     the contrastive retain loss.
     """
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long)
     g = torch.Generator().manual_seed(seed * 1_000_003 + step * 1_009 + rank)
     return torch.randperm(n, generator=g)[:size] if size <= n else torch.randint(n, (size,), generator=g)
 
 
-def step_loss(args, setup, models, idx_f, idx_r):
-    """The objective on one forget batch and one retain batch, summed over the text encoders."""
-    terms = {}
-    n = len(idx_f)
+def step_batch(args, setup, k, rank):
+    """Index tensors of one step's image pairs (f, r) and token-state captions (tf, tr)."""
+    text = setup.cache[0].ids
+    return SimpleNamespace(f=batch_indices(setup.n_forget, args.train_batch_size, args.seed, k, rank),
+                           r=batch_indices(setup.n_retain, args.train_batch_size, args.seed + 1, k, rank),
+                           tf=batch_indices(len(text["text_forget"]), args.text_batch_size, args.seed + 2, k, rank),
+                           tr=batch_indices(len(text["text_retain"]), args.text_batch_size, args.seed + 3, k, rank),
+                           # the adversarial term attacks the data's own forget captions only, so each one's
+                           # persistent adversary is attacked often enough to grow strong
+                           adv=batch_indices(setup.text["core"], args.adversarial_batch_size, args.seed + 4, k, rank))
+
+
+def step_loss(args, setup, models, batch, adversarial=False):
+    """The objective on one step's batches, summed over the text encoders; returns (loss, logs, encoder rows run)."""
+    terms, rows = {}, 0
     for k, enc in enumerate(setup.encoders):
         model, cache = models[enc.name], setup.cache[k]
-        # One forward over forget and retain captions together: half the per-op overhead of two small batches.
-        states, emb = enc.text(model, torch.cat([cache.forget_ids[idx_f], cache.retain_ids[idx_r]]))
-        (f_states, r_states), (f_emb, r_emb) = states.split([n, len(idx_r)]), emb.split([n, len(idx_r)])
-        img_f, img_r = cache.image_embeds("forget", idx_f, models), cache.image_embeds("retain", idx_r, models)
-        orig = cache.original(idx_f, idx_r, img_r)
+        pairs = [cache.ids["forget"][batch.f], cache.ids["retain"][batch.r]]
+        texts = [cache.ids["text_forget"][batch.tf], cache.ids["text_retain"][batch.tr]]
+        # The paper's terms read pooled embeddings only; the token-state terms read every position, padding too
+        # (the UNet does): two forwards, the first on captions cut after their end token.
+        f_emb, r_emb = enc.pooled(model, torch.cat(pairs)).split([len(p) for p in pairs])
+        states, _ = enc.text(model, torch.cat(texts)) if len(texts[0]) + len(texts[1]) else (None, None)
+        tf_states, tr_states = states.split([len(t) for t in texts]) if states is not None else (None, None)
+        rows += sum(len(p) for p in pairs + texts)
+        img_f, img_r = cache.image_embeds("forget", batch.f, models), cache.image_embeds("retain", batch.r, models)
+        orig = cache.original(batch.r, img_r, batch.tf, batch.tr)
         scale = enc.logit_scale
         part = {"forget": losses.forget_loss(img_f, f_emb), "retain": losses.retain_loss(img_r, r_emb, scale),
                 "consistency": losses.consistency_loss(losses.clip_logits(orig.img_r, orig.r_emb, scale),
                                                        losses.clip_logits(img_r, r_emb, scale))}
         if args.objective == "anchored":
-            part["preserve"] = losses.token_preservation_loss(r_states, orig.r_states)
-            part["anchor"] = losses.anchor_loss(f_states, orig.anchor_states)
+            part["preserve"] = losses.token_preservation_loss(tr_states, orig.retain_states)
+            part["anchor"] = losses.anchor_loss(tf_states, orig.anchor_states)
+            if adversarial:
+                ids = cache.ids["text_forget"][batch.adv]
+                part["adversarial"] = setup.adversaries[k].loss(
+                    model, ids, batch.adv, placeholder_id(enc.tokenizer), *cache.adversarial_targets(batch.adv),
+                    args.adversarial_steps, args.adversarial_lr,
+                    setup.unet_term if args.adversarial_space == "unet" else None)
+                rows += len(ids) * (2 * args.adversarial_steps + 2)
+            if args.lambda_unet > 0 and k == 0:
+                f_states = enc.text(model, pairs[0][:args.unet_batch_size])[0]
+                part["unet"] = setup.unet_term.loss(batch.f, f_states)
         for name, v in part.items():
             terms[name] = terms.get(name, 0.0) + v
     weights = {"retain": args.lambda_retain, "forget": args.lambda_forget, "consistency": args.lambda_consistency,
-               "preserve": args.lambda_preserve, "anchor": args.lambda_anchor}
-    return losses.total_loss(terms, weights)
+               "preserve": args.lambda_preserve, "anchor": args.lambda_anchor, "adversarial": args.lambda_adversarial,
+               "unet": args.lambda_unet}
+    loss, logs = losses.total_loss(terms, weights)
+    return loss, logs, rows
 
 
-def main(args):
+def main(args, on_phase=None):
+    """Run the erasure; `on_phase(name)` (optional) hears each phase start: data, models, captions, caching, training,
+    saving, validation (the studio shows them as progress)."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
 
@@ -125,11 +180,17 @@ def main(args):
         mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=report_to, project_config=ProjectConfiguration(project_dir=args.output_dir,
                                                                 logging_dir=os.path.join(args.output_dir, args.logging_dir)))
+    if args.adversarial_every is None and accelerator.num_processes > 1:
+        args.adversarial_every = 0  # the inner attack runs on the unwrapped encoder: one process only
+    if args.adversarial_every and accelerator.num_processes > 1:
+        raise UsageError(f"--adversarial_every runs in one process (got {accelerator.num_processes}): its inner attack "
+                         "works on the unwrapped encoder")
     if args.optimizer_in_backward and accelerator.num_processes > 1:
         raise UsageError(f"--optimizer_in_backward runs in one process (got {accelerator.num_processes}): its steps "
                          "would run before the processes' gradients are averaged")
     set_seed(args.seed)
-    setup = prepare(args, accelerator)  # loads and checks everything before --output_dir is touched
+    on_phase = on_phase or (lambda name: None)
+    setup = prepare(args, accelerator, on_phase)  # loads and checks everything before --output_dir is touched
     seconds = {"setup": time.perf_counter() - started, **setup.seconds}
     models = {enc.name: enc.text_encoder for enc in setup.encoders}
     if args.train_vision_tower:
@@ -149,11 +210,16 @@ def main(args):
     resume = checkpoint.resolve(args.output_dir, args.resume_from_checkpoint)
     unwrapped = {k: accelerator.unwrap_model(m) for k, m in models.items()}
     if resume:
-        start = checkpoint.load(resume, unwrapped, optimizer)
+        start, extra = checkpoint.load(resume, unwrapped, optimizer)
+        for k, adversaries in enumerate(setup.adversaries):
+            adversaries.load_state_dict({key[len(f"{k}."):]: v for key, v in extra.items() if key.startswith(f"{k}.")})
         accelerator.print(f"resumed from {resume} at step {start}")
     if accelerator.is_main_process and report_to:
         accelerator.init_trackers("erase-diffusion", config={k: str(v) for k, v in vars(args).items()})
 
+    costs = setup.costs
+    costs.update(text_encoder_forward_backward=0, optimizer_steps=args.max_train_steps - start)
+    on_phase("training")
     bar = tqdm(range(start, args.max_train_steps), initial=start, total=args.max_train_steps, desc="erase",
                disable=not accelerator.is_local_main_process)
     logs = {}
@@ -164,9 +230,10 @@ def main(args):
             with accelerator.accumulate(*models.values()):
                 with accelerator.autocast():
                     k = (step * args.gradient_accumulation_steps + micro) * accelerator.num_processes
-                    idx_f = batch_indices(setup.n_forget, args.train_batch_size, args.seed, k, accelerator.process_index)
-                    idx_r = batch_indices(setup.n_retain, args.train_batch_size, args.seed + 1, k, accelerator.process_index)
-                    loss, logs = step_loss(args, setup, models, idx_f, idx_r)
+                    batch = step_batch(args, setup, k, accelerator.process_index)
+                    adversarial = bool(args.adversarial_every) and step % args.adversarial_every == 0
+                    loss, logs, rows = step_loss(args, setup, models, batch, adversarial)
+                    costs["text_encoder_forward_backward"] += rows
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad()
@@ -177,17 +244,20 @@ def main(args):
         accelerator.log(logs, step=step + 1)
         if args.checkpointing_steps and (step + 1) % args.checkpointing_steps == 0 and step + 1 < args.max_train_steps:
             if accelerator.is_main_process:
-                checkpoint.save(args.output_dir, step + 1, unwrapped, optimizer, args.checkpoints_total_limit)
+                extra = {f"{k}.{key}": v for k, a in enumerate(setup.adversaries) for key, v in a.state_dict().items()}
+                checkpoint.save(args.output_dir, step + 1, unwrapped, optimizer, args.checkpoints_total_limit, extra)
             accelerator.wait_for_everyone()
 
     accelerator.wait_for_everyone()
     seconds["train"] = time.perf_counter() - started - seconds["setup"]
+    if setup.unet_term is not None:  # the UNet-aware term and a UNet-space inner attack
+        costs["unet_evals_training"] = setup.unet_term.evaluations
     seconds["steps_per_second"] = (args.max_train_steps - start) / max(seconds["train"], 1e-9)
     for enc in setup.encoders:
         merge_used_rows(unwrapped[enc.name])
     result = None
     if accelerator.is_main_process:
-        result = write_outputs(args, setup, unwrapped, logs, seconds)
+        result = write_outputs(args, setup, unwrapped, logs, seconds, costs, on_phase)
     accelerator.end_training()
     return result
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+from types import SimpleNamespace
 
 from erase_diffusion.errors import UsageError
 
@@ -28,6 +29,22 @@ def read_erasure(erased):
     if not encoders:
         raise UsageError(f"{erased!r} holds neither text_encoder/ nor {LORA_FILE}: not an erasure from erase-diffusion")
     return {"format": "full", "encoders": encoders, "record": record, "path": erased}
+
+
+def base_encoder_configs(base):
+    """{component: its config dict} of the text encoder(s) of a local pipeline dir, read without loading weights."""
+    out = {}
+    for name in ENCODERS:
+        path = os.path.join(base, name, "config.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                out[name] = SimpleNamespace(**json.load(f))
+    return out
+
+
+def check_fits_dir(info, base):
+    """check_fits against a base dir on disk (configs only: cheap, before any model is loaded)."""
+    check_fits(info, {name: SimpleNamespace(config=cfg) for name, cfg in base_encoder_configs(base).items()})
 
 
 def check_fits(info, base_components):

@@ -18,6 +18,18 @@ def judge():
     return Judge()
 
 
+@pytest.fixture(scope="session")
+def default_erasure(tmp_path_factory):
+    """One erasure of triangle with erase's defaults and judged validation (2 seeds), shared read-only by every test
+    that needs "the" erasure: it is the slowest thing the suite makes. Returns (directory, erasure.json's record)."""
+    from erase_diffusion.train import main, parse_args
+
+    out = tmp_path_factory.mktemp("default") / "no-triangle"
+    result = main(parse_args(["--concept", "triangle", "--output_dir", str(out), "--validation_seeds", "2",
+                              "--report_to", "none", "--checkpointing_steps", "0"]))
+    return out, result["record"]
+
+
 def pytest_configure(config):
     import os
     import sys

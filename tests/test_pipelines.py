@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from erase_diffusion.errors import UsageError
 from erase_diffusion.generate import generate
 from erase_diffusion.evaluation.metrics import erasure_prompts, judge_rows
+from erase_diffusion.layout import canonical_state_dict
 from erase_diffusion.miniature import model_path, world
 from erase_diffusion.train import main, parse_args
 from pipelines import compare, load_erased_pipeline, paired_pipelines
@@ -25,16 +26,15 @@ def erase(out, *extra):
 
 
 @pytest.fixture(scope="module")
-def full(tmp_path_factory):
-    out = tmp_path_factory.mktemp("full") / "no-triangle"
-    erase(out, "--validation_seeds", "0")
-    return out
+def full(default_erasure):
+    return default_erasure[0]
 
 
 @pytest.fixture(scope="module")
 def lora(tmp_path_factory):
     out = tmp_path_factory.mktemp("lora") / "no-triangle-lora"
-    return out, erase(out, "--lora_rank", "4", "--validation_seeds", "2")["record"]
+    return out, erase(out, "--lora_rank", "4", "--validation_seeds", "2", "--max_train_steps", "150",
+                      "--adversarial_every", "0")["record"]
 
 
 def same(a, b):
@@ -48,8 +48,8 @@ def triangle_rate(judge, images):
 def test_loaded_weights_equal_the_saved_ones_bit_for_bit(full):
     pipe = load_erased_pipeline(BASE, full)
     saved = load_file(full / "text_encoder" / "model.safetensors")
-    loaded = pipe.text_encoder.state_dict()
-    assert saved.keys() <= loaded.keys() and all(torch.equal(saved[k], loaded[k]) for k in saved)
+    loaded = canonical_state_dict(pipe.text_encoder)
+    assert saved.keys() == loaded.keys() and all(torch.equal(saved[k], loaded[k]) for k in saved)
 
 
 def test_paired_pipelines_share_parts_and_the_original_is_plain_diffusers(full, judge):
@@ -97,10 +97,10 @@ def test_lora_unload_restores_the_original_exactly(lora):
 
 def test_full_weights_strength_blends_towards_the_base(full):
     half = load_erased_pipeline(BASE, full, strength=0.5)
-    base = StableDiffusionPipeline.from_pretrained(BASE, safety_checker=None).text_encoder.state_dict()
+    base = canonical_state_dict(StableDiffusionPipeline.from_pretrained(BASE, safety_checker=None).text_encoder)
     erased = load_file(full / "text_encoder" / "model.safetensors")
-    k = "encoder.layers.0.mlp.fc1.weight"
-    assert torch.allclose(half.text_encoder.state_dict()[k], (base[k] + erased[k]) / 2, atol=1e-6)
+    k = "text_model.encoder.layers.0.mlp.fc1.weight"
+    assert torch.allclose(canonical_state_dict(half.text_encoder)[k], (base[k] + erased[k]) / 2, atol=1e-6)
 
 
 def test_transfer_to_img2img_and_inpainting(full, judge):
@@ -169,7 +169,8 @@ def test_every_family_full_and_lora(family, tmp_path):
     names = ["text_encoder", "text_encoder_2"] if family == "sdxl" else ["text_encoder"]
     for name in names:
         saved = load_file(tmp_path / "full" / name / "model.safetensors")
-        assert all(torch.equal(v, getattr(pipe, name).state_dict()[k]) for k, v in saved.items())
+        loaded = canonical_state_dict(getattr(pipe, name))
+        assert saved.keys() == loaded.keys() and all(torch.equal(v, loaded[k]) for k, v in saved.items())
     original, erased = paired_pipelines(pipe_dir, tmp_path / "lora")
     assert original.unet is erased.unet
     a, b = compare(original, erased, ["a red triangle"], [0], num_inference_steps=2)

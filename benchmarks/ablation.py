@@ -1,0 +1,67 @@
+"""What each part of the objective is worth: the paper's terms alone, then the token-state terms, then each
+robustness lever on its own, then the default, every row erased and judged the same way (baselines.py's evaluation:
+held-out phrasing, in-prompt specificity, the attack suite) with the time and UNet evaluations it cost.
+
+    nice -n 10 python benchmarks/ablation.py                 # ~30 min on 2 cores
+    python benchmarks/ablation.py --smoke                    # tiny budgets; what `make test` runs
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.baselines import COLUMNS, eval_args, run_ours  # noqa: E402
+from benchmarks.common import RESULTS_DIR, append_results, table  # noqa: E402
+
+OFF = ["--no-mine_neighbours", "--vocabulary_captions", "0", "--no-pair_prompts", "--caption_noise", "0",
+       "--adversarial_every", "0", "--lambda_unet", "0"]
+ROWS = {  # name: (label, flags); every row but "default" states each lever, so a change of default changes nothing here
+    "paper": ("paper only (--objective paper)", ["--objective", "paper"]),
+    "anchored": ("+ token-state terms (anchored)", ["--objective", "anchored", *OFF]),
+    "mine": ("anchored + mined neighbours", [*OFF, "--mine_neighbours"]),
+    "vocabulary": ("anchored + mined neighbours + vocabulary captions", [*OFF, "--mine_neighbours",
+                                                                         "--vocabulary_captions", "256"]),
+    "pairs": ("anchored + two-object prompts", [*OFF, "--pair_prompts"]),
+    "noise": ("anchored + caption noise 0.3", [*OFF, "--caption_noise", "0.3"]),
+    "adversarial": ("anchored + adversarial (every step)", [*OFF, "--adversarial_every", "1"]),
+    "unet": ("anchored + UNet-aware term", [*OFF, "--lambda_unet", "1"]),
+    "default": ("default (erase with no flags)", []),
+    "default_generate": ("default, by name (--data_source generate)", ["--data_source", "generate"]),
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--concept", default="triangle", help="Miniature shape(s) to erase, comma-separated.")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"Rows to run, of {', '.join(ROWS)}.")
+    p.add_argument("--erase_flags", default="", help="Extra flags for every erasure (space-separated).")
+    p.add_argument("--results_dir", default=RESULTS_DIR, help="Where ablation.jsonl is appended.")
+    p.add_argument("--smoke", action="store_true", help="Tiny budgets everywhere (seconds, not a measurement).")
+    return p.parse_args(argv)
+
+
+def main(args):
+    concepts = [c.strip() for c in args.concept.split(",") if c.strip()]
+    names = [r.strip() for r in args.rows.split(",") if r.strip()]
+    if unknown := [r for r in names if r not in ROWS]:
+        raise SystemExit(f"--rows {args.rows!r}: unknown {', '.join(unknown)}; expected some of {', '.join(ROWS)}")
+    ev = eval_args(args.smoke)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="erase-ablation-") as tmp:
+        for name in names:
+            label, flags = ROWS[name]
+            print(f"== {label}", flush=True)
+            rows.append({"method": label, "key": name, "flags": flags, **run_ours(name, concepts, tmp, flags, args, ev)})
+    path = append_results(args.results_dir, "ablation", [{"measurement": "row", "concepts": concepts, **r} for r in rows],
+                          smoke=args.smoke)
+    print(table(rows, COLUMNS))
+    print(f"results appended to {path}")
+    return {"rows": rows, "path": path}
+
+
+if __name__ == "__main__":
+    main(parse_args())

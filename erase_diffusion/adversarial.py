@@ -1,0 +1,96 @@
+"""Adversarial unlearning of the text encoder (AdvUnlearn's idea, in the encoder's own output space).
+
+Every `--adversarial_every` steps an inner attack looks for what still brings the concept back: continuous vectors in
+place of the concept's tokens (the concept-inversion threat) and PREFIX vectors before the caption (the soft-prompt
+threat), fitted for `--adversarial_steps` Adam steps so that the encoder under erasure reproduces the original's token
+states of the concept caption. The outer term then maps those adversarial inputs to the anchored caption's original
+states (prefix positions to the start token's state, which carries nothing). The adversarial inputs persist per
+caption from one attack to the next (AdvUnlearn's "latest" initialisation), so a few inner steps each time add up to
+a long attack. Both sides are text-encoder passes only: the UNet is not run.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from .attacks.common import encode, token_embedding
+
+PREFIX = 5  # soft tokens before the caption, UnlearnDiffAtk's prefix length; the caption's last 5 (padding) make room
+
+
+def prefixed(ids, k, filler):
+    """`ids` shifted right by k after the start token (the last k positions drop out), and the prefix mask."""
+    out = torch.cat([ids[:, :1], torch.full((len(ids), k), filler, dtype=ids.dtype), ids[:, 1:-k]], dim=1)
+    mask = torch.zeros_like(out, dtype=torch.bool)
+    mask[:, 1:1 + k] = True
+    return out, mask
+
+
+def inner_attack(model, ids, mask, target, start, steps, lr, align=None, objective=None):
+    """Vectors at `mask` fitted for `steps` Adam steps so that `model`'s states match `target` (at positions
+    `align`, all when None), or minimise `objective(states)` when given; starts from `start`. Returns the vectors,
+    detached."""
+    vectors = torch.nn.Parameter(start.detach().clone())
+    opt = torch.optim.Adam([vectors], lr=lr)
+    for _ in range(steps):
+        states = encode(model, ids, vectors, mask)
+        if objective is not None:
+            loss = objective(states)
+        else:
+            loss = F.mse_loss(states[:, align] if align is not None else states, target)
+        opt.zero_grad()
+        grad, = torch.autograd.grad(loss, vectors)  # the model's own gradients stay untouched
+        vectors.grad = grad
+        opt.step()
+    return vectors.detach()
+
+
+class Adversaries:
+    """The adversarial inputs of every forget caption, kept between attacks (and in checkpoints, so a resumed run
+    continues the same attacks): `concept` (N, L, D), the vectors in place of the concept's tokens (zeros elsewhere);
+    `prefix` (N, PREFIX, D)."""
+
+    def __init__(self, ids, name_ids, model, generator):
+        table = token_embedding(model)
+        self.mask = torch.isin(ids, name_ids)
+        with torch.no_grad():
+            rows = table(ids)
+            self.concept = torch.where(self.mask.unsqueeze(-1), rows + 0.1 * torch.randn(rows.shape, generator=generator),
+                                       torch.zeros_like(rows))
+            picks = torch.randint(1, ids.shape[1] // 2, (len(ids), PREFIX), generator=generator)
+            self.prefix = rows.gather(1, picks.unsqueeze(-1).expand(-1, -1, rows.shape[-1])).clone()
+
+    def state_dict(self):
+        return {"adversaries.concept": self.concept.contiguous(), "adversaries.prefix": self.prefix.contiguous()}
+
+    def load_state_dict(self, state):
+        self.concept, self.prefix = state["adversaries.concept"], state["adversaries.prefix"]
+
+    def loss(self, model, ids, idx, filler_id, orig_states, anchor_states, steps, lr, unet_term=None):
+        """The outer loss on the batch `idx` of forget captions (`ids` their tokens; the original's states of them and
+        of their anchored twins), after `steps` more inner steps on each of their adversarial inputs. With
+        `unet_term`, the prefix attack is the real soft-prompt threat: it minimises the frozen UNet's denoising loss
+        on the concept's images instead of matching the original's states."""
+        terms = []
+        mask = self.mask[idx]
+        rows = mask.any(1)
+        if rows.any():  # the concept's own tokens replaced by free vectors
+            sub, m, at = ids[rows], mask[rows], idx[rows]
+            adv = inner_attack(model, sub, m, orig_states[rows], self.concept[at][m], steps, lr)
+            self.concept[at] = self.concept[at].masked_scatter(m.unsqueeze(-1), adv)
+            terms.append(F.mse_loss(encode(model, sub, adv, m), anchor_states[rows]))
+        shifted, pmask = prefixed(ids, PREFIX, filler_id)
+        start = self.prefix[idx].reshape(-1, self.prefix.shape[-1])
+        if unet_term is not None:
+            objective = unet_term.denoising_objective(len(idx))
+        else:  # the prefix should carry the concept itself (its token's original state), the caption stay the concept
+            weights = mask.float() / mask.float().sum(1, keepdim=True).clamp(min=1)
+            concept_state = (weights.unsqueeze(-1) * orig_states).sum(1, keepdim=True)
+            target = torch.cat([orig_states[:, :1], concept_state.expand(-1, PREFIX, -1), orig_states[:, 1:-PREFIX]], 1)
+            objective = lambda states: F.mse_loss(states, target)  # noqa: E731
+        adv = inner_attack(model, shifted, pmask, None, start, steps, lr, objective=objective)
+        self.prefix[idx] = adv.view(len(idx), PREFIX, -1)
+        states = encode(model, shifted, adv, pmask)
+        bos = anchor_states[:, :1]  # the start token's state: the same for every caption, and it carries nothing
+        target = torch.cat([bos.expand(-1, PREFIX, -1), anchor_states[:, 1:-PREFIX]], dim=1)
+        terms.append(F.mse_loss(states[:, 1:], target))
+        return sum(terms) / len(terms)

@@ -1,0 +1,80 @@
+"""The captions the token-state terms read: no images needed, so they can be many and varied.
+
+From the data's own captions the loop builds two sets:
+- forget captions, each with its anchored twin (the concept's words replaced by the anchor): the data's forget
+  captions, the same captions naming the concept's mined neighbours instead (`--mine_neighbours`), two-object
+  captions that name the concept beside a kept object (`--pair_prompts`);
+- retain captions that keep their token states: the data's retain captions and two-object captions of kept objects.
+A share of each set also comes with caption noise (`--caption_noise`): filler words, letter strings the vocabulary
+lacks, a dropped word, clauses in another order, so the erasure holds for wording it never saw. Nothing here reads
+the world's held-out lists.
+"""
+
+import random
+import re
+
+from .data import anchor_caption
+from .miniature.world import noisy  # the same noise the miniature's base learnt to ignore: filler, a dropped word
+
+
+def rename(caption, words, new):
+    """`caption` with every occurrence of any of `words` (longest first, whole words) replaced by `new`."""
+    out = caption
+    for phrase in sorted(words, key=len, reverse=True):
+        out = re.sub(rf"\b{re.escape(phrase)}\b", new, out, flags=re.IGNORECASE)
+    return out
+
+
+def pair(first, second):
+    """Two captions as one two-object caption: "a red triangle" + "a blue circle" -> "a red triangle and a blue
+    circle" (the second loses a leading template such as "a picture of", keeping the object phrase)."""
+    second = re.sub(r"^(a |an )?(picture|image|drawing|photo|painting|close-up photo) of ", "", second)
+    return f"{first} and {second}"
+
+
+def vocabulary_captions(retain_captions, retain_names, words, n, rng):
+    """n retain captions that also name other words of the vocabulary (one or two): half before the kept object
+    ("a photo of a red circle"), half in its place ("a photo of a big red")."""
+    out = []
+    for _ in range(n):
+        caption = rng.choice(retain_captions)
+        word = " ".join(rng.choice(words) for _ in range(rng.choice((1, 2))))
+        name = next((r for r in retain_names if re.search(rf"\b{re.escape(r)}\b", caption)), None)
+        if name is None:
+            out.append(f"{caption} {word}")
+        elif rng.random() < 0.5:
+            out.append(re.sub(rf"\b{re.escape(name)}\b", f"{word} {name}", caption, count=1))
+        else:
+            out.append(rename(caption, [name], word))
+    return out
+
+
+def token_state_sets(forget_captions, retain_captions, concept_words, neighbours, anchor, pair_prompts=True,
+                     caption_noise=0.0, seed=0, keep=(), vocabulary=(), retain_names=(), vocabulary_size=0):
+    """(forget captions, their anchored twins, retain captions), each deduplicated in a fixed order.
+
+    concept_words: every name of the concepts the data uses (replaced by the anchor); neighbours: mined words that
+    stand for the concepts as well; keep: words noise never drops (the concepts', colours); vocabulary: words mined as
+    near no concept, `vocabulary_size` retain captions of which keep their states too (vocabulary_captions)."""
+    rng = random.Random(seed)
+    forget = list(dict.fromkeys(forget_captions))
+    names = [w for w in concept_words if any(re.search(rf"\b{re.escape(w)}\b", c, re.IGNORECASE) for c in forget)]
+    if neighbours and names:
+        forget += [rename(c, names, n) for c in forget[:len(forget)] for n in neighbours if rename(c, names, n) != c]
+    retain = list(dict.fromkeys(retain_captions))
+    if vocabulary and vocabulary_size and retain:
+        retain += vocabulary_captions(retain, retain_names, list(vocabulary), vocabulary_size, rng)
+        # the concept named beside the same words ("a photo of a red triangle") is erased in those contexts too
+        forget += vocabulary_captions(forget[:len(set(forget_captions))], names, list(vocabulary),
+                                      vocabulary_size // 4, rng)
+    if pair_prompts and retain:
+        singles = list(forget)
+        forget += [pair(f, rng.choice(retain)) for f in singles] + [pair(rng.choice(retain), f) for f in singles]
+        retain += [pair(rng.choice(retain), rng.choice(retain)) for _ in range(len(retain))]
+    keep = {w.lower() for w in keep} | {w.lower() for n in list(concept_words) + list(neighbours) for w in n.split()}
+    if caption_noise > 0:
+        forget += [noisy(c, rng, keep) for c in forget if rng.random() < caption_noise]
+        retain += [noisy(c, rng, keep) for c in retain if rng.random() < caption_noise]
+    forget, retain = list(dict.fromkeys(forget)), list(dict.fromkeys(retain))
+    anchored = [anchor_caption(c, list(concept_words) + list(neighbours), anchor) for c in forget]
+    return forget, anchored, retain

@@ -1,0 +1,67 @@
+"""The UNet-aware term: through the frozen UNet, the erased encoder's conditioning of a forget caption must make the
+UNet predict the noise the way the original encoder's conditioning of the anchored caption does, on noisy latents of
+the concept's own images (ESD's target, with the anchor in place of negative guidance):
+
+    L_UN = E_{x0 ~ forget images, t, ε} || ε_UNet(x_t, t, h_θ(c)) - ε_UNet(x_t, t, h_orig(c[concept → anchor])) ||²
+
+Token-state terms ask the encoder to reproduce the anchor's states everywhere; this one asks only for what changes
+the UNet's prediction, so it weighs each state by how much the UNet reads it. It costs two UNet evaluations per latent
+and a backward pass through the UNet (counted in erasure.json's costs).
+"""
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+
+def pixels(images, size):
+    """PIL images -> (N, 3, size, size) in [-1, 1], as the VAE reads them."""
+    import numpy as np
+
+    arr = np.stack([np.asarray(im.convert("RGB").resize((size, size)), dtype=np.float32) for im in images])
+    return torch.from_numpy(arr / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()
+
+
+class UNetTerm:
+    """The frozen UNet, the forget images' latents and the anchored captions' original states."""
+
+    def __init__(self, base, forget_images, anchor_states, batch_size, seed):
+        self.unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet").eval().requires_grad_(False)
+        vae = AutoencoderKL.from_pretrained(base, subfolder="vae").eval()
+        self.scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
+        size = self.unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
+        with torch.no_grad():
+            x = pixels(forget_images, size)
+            self.latents = torch.cat([vae.encode(x[i:i + 64]).latent_dist.mean
+                                      for i in range(0, len(x), 64)]) * vae.config.scaling_factor
+        self.anchor_states = anchor_states
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.evaluations = 0
+
+    def denoising_objective(self, n):
+        """states -> the UNet's denoising loss on n random concept latents conditioned on them (an attacker's goal:
+        conditioning under which the UNet draws the concept)."""
+        idx = torch.randint(len(self.latents), (n,), generator=self.generator)
+        x0 = self.latents[idx]
+        noise = torch.randn(x0.shape, generator=self.generator)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (n,), generator=self.generator)
+        x_t = self.scheduler.add_noise(x0, noise, t)
+
+        def objective(states):
+            self.evaluations += n
+            return F.mse_loss(self.unet(x_t, t, encoder_hidden_states=states).sample, noise)
+
+        return objective
+
+    def loss(self, idx, states):
+        """L_UN on the forget images `idx` (their captions' states under the erased encoder: `states`)."""
+        idx, states = idx[:self.batch_size], states[:self.batch_size]
+        x0 = self.latents[idx]
+        noise = torch.randn(x0.shape, generator=self.generator)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(x0),), generator=self.generator)
+        x_t = self.scheduler.add_noise(x0, noise, t)
+        with torch.no_grad():
+            target = self.unet(x_t, t, encoder_hidden_states=self.anchor_states[idx]).sample
+        self.evaluations += 2 * len(x0)
+        return F.mse_loss(self.unet(x_t, t, encoder_hidden_states=states).sample, target)

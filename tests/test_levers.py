@@ -1,0 +1,57 @@
+"""The robustness levers of the objective: each runs behind its flag, is recorded in erasure.json and the model card,
+and does what it claims on the miniature's own encoder."""
+
+import json
+
+import torch
+
+from erase_diffusion.train import main, parse_args
+
+QUICK = ["--concept", "triangle", "--max_train_steps", "4", "--validation_seeds", "0", "--report_to", "none",
+         "--checkpointing_steps", "0"]
+
+
+def test_every_lever_runs_and_is_recorded_with_its_cost(tmp_path):
+    out = tmp_path / "out"
+    record = main(parse_args([*QUICK, "--output_dir", str(out), "--mine_neighbours", "--pair_prompts",
+                              "--caption_noise", "0.3", "--adversarial_every", "2", "--lambda_unet", "1"]))["record"]
+    assert all(record["levers"][k] for k in ("token_state_terms", "mine_neighbours", "pair_prompts", "adversarial",
+                                             "unet_term"))
+    assert record["levers"]["caption_noise"] == 0.3 and "triangle" in record["neighbours"]
+    assert set(record["final_losses"]) >= {"forget", "retain", "consistency", "preserve", "anchor", "unet"}
+    costs = record["costs"]
+    assert costs["optimizer_steps"] == 4 and costs["unet_evals_training"] == 4 * 2 * 8
+    assert costs["text_encoder_forward_backward"] > 0 and costs["unet_evals_data"] == 0  # the renderer costs no UNet
+    card = (out / "README.md").read_text()
+    assert "mine_neighbours" in card and "unet_evals_training" in card
+    counts = record["token_state_captions"]
+    assert counts["forget"] == counts["anchored"] > 192 and counts["retain"] > 0
+
+
+def test_paper_objective_runs_none_of_them(tmp_path):
+    record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "out"), "--objective", "paper",
+                              "--mine_neighbours", "--pair_prompts"]))["record"]
+    assert not any(v for k, v in record["levers"].items() if k != "paper_terms") and record["levers"]["paper_terms"]
+    assert set(record["final_losses"]) == {"forget", "retain", "consistency", "loss"}
+
+
+def test_the_inner_attack_finds_inputs_that_bring_the_concept_states_back():
+    from erase_diffusion.adversarial import inner_attack
+    from erase_diffusion.attacks.common import encode, token_embedding
+    from erase_diffusion.families import load_encoders
+    from erase_diffusion.miniature import clip_path, model_path
+
+    enc = load_encoders(model_path(), "miniature", [clip_path()])[0]
+    model = enc.text_encoder
+    ids, target_ids = enc.tokenize(["a red blob"]), enc.tokenize(["a red triangle"])
+    with torch.no_grad():
+        target = model(target_ids)[0]
+        start = token_embedding(model)(ids)[:, 3]
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    mask[:, 3] = True  # "blob" -> free vector
+    found = inner_attack(model, ids, mask, target, start, steps=30, lr=1e-2)
+    with torch.no_grad():
+        before = ((model(ids)[0] - target) ** 2).mean()
+        after = ((encode(model, ids, found, mask) - target) ** 2).mean()
+    assert after < 0.5 * before
+    assert all(p.grad is None for p in model.parameters())  # the attack never touched the encoder's own gradients

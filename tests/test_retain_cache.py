@@ -1,0 +1,87 @@
+"""The reusable retain set: generated once per base and settings, reused by later erasures, never used corrupt, and
+safe when two runs write it at once."""
+
+import json
+import multiprocessing
+import os
+
+import numpy as np
+import pytest
+
+from erase_diffusion import retain_cache
+from erase_diffusion.generate import generate
+from erase_diffusion.miniature import model_path
+from erase_diffusion.train import main, parse_args
+
+TEMPLATES = ["a photo of a {}", "a picture of a {}"]
+
+
+def gen(pipe, prompts, seeds):
+    return generate(pipe, prompts, seeds, num_inference_steps=3, guidance_scale=5.0)
+
+
+def run(pipe, cache_dir, concepts=("circle", "square")):
+    return retain_cache.retain_pairs(pipe, model_path(), list(concepts), TEMPLATES, 3, 7, 3, 5.0, str(cache_dir), gen)
+
+
+def same(a, b):
+    return len(a) == len(b) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
+
+
+def test_generated_once_then_reused_with_the_same_images(mini_pipe, tmp_path):
+    images, captions, stats = run(mini_pipe, tmp_path)
+    assert stats == {"cached": [], "generated": ["circle", "square"]} and len(images) == 6
+    again, captions_again, stats = run(mini_pipe, tmp_path, ("square", "circle", "star"))
+    assert stats == {"cached": ["square", "circle"], "generated": ["star"]}
+    assert same(again[:3], images[3:]) and captions_again[:3] == captions[3:]
+    assert retain_cache.describe(str(tmp_path))[0][1] == 3  # three concepts under one (base, settings) entry
+
+
+def test_a_corrupt_or_half_written_entry_is_regenerated_not_used(mini_pipe, tmp_path):
+    images, _, _ = run(mini_pipe, tmp_path, ("circle",))
+    (entry,) = [os.path.join(r, n) for r, _, ns in os.walk(tmp_path) for n in ns if n.endswith(".safetensors")]
+    data = open(entry, "rb").read()
+    with open(entry, "wb") as f:
+        f.write(data[: len(data) // 2])  # a crash in mid-write (were it not renamed into place)
+    assert retain_cache.load_entry(entry) is None
+    again, _, stats = run(mini_pipe, tmp_path, ("circle",))
+    assert stats["generated"] == ["circle"] and same(again, images)
+    flipped = bytearray(open(entry, "rb").read())
+    flipped[-1] ^= 0xFF  # bit rot in the pixels: the digest no longer matches
+    open(entry, "wb").write(bytes(flipped))
+    assert retain_cache.load_entry(entry) is None
+
+
+def write_entry(path, seed):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(4)]
+    for _ in range(20):
+        retain_cache.save_entry(path, images, [f"caption {seed}"] * 4)
+
+
+def test_two_writers_at_once_leave_one_complete_entry(tmp_path):
+    path = str(tmp_path / "entry.safetensors")
+    procs = [multiprocessing.get_context("spawn").Process(target=write_entry, args=(path, s)) for s in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    images, captions = retain_cache.load_entry(path)
+    assert len(images) == 4 and captions[0] in ("caption 1", "caption 2")
+    assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n]
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_warm_erasure_by_name_generates_only_its_forget_images(tmp_path):
+    flags = ["--concept", "triangle", "--data_source", "generate", "--num_forget_images", "4", "--num_retain_images",
+             "10", "--data_inference_steps", "3", "--max_train_steps", "3", "--validation_seeds", "0",
+             "--report_to", "none", "--checkpointing_steps", "0", "--retain_cache_dir", str(tmp_path / "cache")]
+    cold = main(parse_args([*flags, "--output_dir", str(tmp_path / "cold")]))["record"]["costs"]
+    warm = main(parse_args([*flags, "--output_dir", str(tmp_path / "warm")]))["record"]["costs"]
+    assert cold["unet_evals_retain_images"] > 0 and warm["unet_evals_retain_images"] == 0
+    assert warm["unet_evals_forget_images"] == cold["unet_evals_forget_images"] == 4 * 3 * 2
+    assert warm["retain_cache"]["cached"] == ["circle", "square", "star", "heart", "cross"]
+    record = json.load(open(tmp_path / "warm" / "erasure.json"))
+    assert record["costs"]["optimizer_steps"] == 3
