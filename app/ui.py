@@ -1,12 +1,16 @@
 """The studio's Gradio interface: Compare, Erase and Report tabs over a `Studio`."""
 
 import gradio as gr
-import pandas as pd
 
 from erase_diffusion.errors import UsageError
 from erase_diffusion.miniature import world
+from erase_diffusion.train import PHASES
 
+from .charts import enlarge, leak_chart
 from .limits import MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS
+
+EXAMPLES = [["a red triangle"], ["a blue three-sided shape"], ["a green wedge"], ["a yellow star"],
+            ["a red triangle and a blue circle"], ["a purple heart and a green triangle"], ["a orange cross"]]
 
 
 def _friendly(fn):
@@ -20,86 +24,105 @@ def _friendly(fn):
     return wrapped
 
 
-def _leak_frame(before, after):
-    rows = [{"image": f"#{i + 1} {model}", "model": model, "leak": leak or 0.0}
-            for model, items in (("original", before), ("erased", after)) for i, (_, _, leak) in enumerate(items)]
-    return pd.DataFrame(rows)
+def pairs_gallery(seeds, before, after):
+    """Original beside erased for each seed (two columns), enlarged, with the verdict and leak under each."""
+    items = []
+    for seed, pair in zip(seeds, zip(before, after)):
+        for model, (im, words, leak) in zip(("original", "erased"), pair):
+            leak_text = f" · leak {leak:.2f}" if leak is not None else ""
+            items.append((enlarge(im), f"seed {seed} · {model}: {words}{leak_text}"))
+    return items
 
 
 def build_ui(studio):
+    from .report_tab import report_view
+
     native = studio.original.unet.config.sample_size * studio.original.vae_scale_factor
     choices = studio.erasures()
     is_world = studio.judge is not None
 
     @_friendly
     def generate(prompt, negative_prompt, seed, num_images, steps, guidance, size, erasure, strength):
-        before, after = studio.generate(prompt, negative_prompt, seed, num_images, steps, guidance, size, erasure, strength)
-        gallery = lambda items: [(im, f"{label} · leak {leak:.2f}" if leak is not None else label)  # noqa: E731
-                                 for im, label, leak in items]
-        verdicts = {m: [{"label": label, "leak": leak} for _, label, leak in items]
+        seeds, before, after = studio.generate(prompt, negative_prompt, seed, num_images, steps, guidance, size,
+                                               erasure, strength)
+        verdicts = {m: [{"seed": s, "label": words, "leak": leak} for s, (_, words, leak) in zip(seeds, items)]
                     for m, items in (("original", before), ("erased", after))}
-        return gallery(before), gallery(after), _leak_frame(before, after), verdicts
+        return pairs_gallery(seeds, before, after), leak_chart(prompt, seeds, before, after), verdicts
 
     @_friendly
-    def erase(concepts, steps, strength, progress=gr.Progress(track_tqdm=True)):
-        progress(0, desc="erasing")
-        out = studio.erase(concepts, steps)
+    def upload(file):
+        path = studio.import_zip(file)
         new = studio.erasures()
-        note = f"Erased {', '.join(concepts)} -> `{out}`. Selected in Compare at strength {strength}."
-        return note, gr.update(choices=new, value=out), gr.update(choices=new, value=out), strength
+        return f"Loaded `{path}`.", gr.update(choices=new, value=path), gr.update(choices=new, value=path)
+
+    @_friendly
+    def erase(concepts, steps, progress=gr.Progress(track_tqdm=True)):
+        def on_phase(name):
+            progress(PHASES.index(name) / len(PHASES), desc=f"{name} ({PHASES.index(name) + 1}/{len(PHASES)})")
+
+        from .files import pack_erasure
+
+        out, record = studio.erase(concepts, steps, on_phase)
+        new = studio.erasures()
+        metrics = record.get("judge_metrics") or {}
+        numbers = metrics.get("summary", "no judged validation")
+        files = [f for f in pack_erasure(out, studio.erasures_dir) if f]
+        note = (f"Erased **{', '.join(record['concepts'])}** in {record['seconds'].get('train', 0):.0f} s of training "
+                f"→ `{out}`\n\nJudged, original → erased: {numbers}")
+        return note, files, gr.update(choices=new, value=out), gr.update(choices=new, value=out)
 
     @_friendly
     def report(erasure, progress=gr.Progress(track_tqdm=True)):
-        from .report_tab import load_or_run_report
-
-        return load_or_run_report(studio, erasure)
+        return report_view(studio, studio.resolve(erasure))
 
     with gr.Blocks(title="erase-diffusion studio") as demo:
         gr.Markdown("## erase-diffusion studio\nThe same UNet and the same noise, driven by the original and by the "
-                    "erased text encoder. Under every image: the independent judge's label and the erased concept's "
+                    "erased text encoder. Under every image: the independent judge's verdict and the erased concept's "
                     "leak probability.")
-        with gr.Tab("Compare"):
+        with gr.Tab("Compare", id="compare"):
             with gr.Row():
                 prompt = gr.Textbox(label="Prompt", value="a red triangle", scale=3)
                 negative = gr.Textbox(label="Negative prompt", scale=2)
             with gr.Row():
-                erasure = gr.Dropdown(choices=choices, value=choices[0] if choices else None, label="Erasure",
-                                      allow_custom_value=True, scale=3)
+                # custom values too (an erasure made by another session); the studio reads none outside its folder
+                erasure = gr.Dropdown(choices=choices, value=choices[0] if choices else None, label="Erasure", scale=3,
+                                      allow_custom_value=True, elem_id="erasure")
                 strength = gr.Slider(0, 1, value=1.0, step=0.05, label="Erasure strength")
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, label="Seed")
                 num_images = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Images")
                 steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Steps")
                 guidance = gr.Slider(0, MAX_GUIDANCE, value=5.0, step=0.5, label="Guidance")
-                size = gr.Number(value=native, precision=0, label="Size (px)")
+                size = gr.Number(value=native, precision=0, label="Height (px)")
             go = gr.Button("Generate", variant="primary", elem_id="generate")
-            with gr.Row():
-                original = gr.Gallery(label="Original", format="png", columns=4, elem_id="original")
-                erased = gr.Gallery(label="Erased", format="png", columns=4, elem_id="erased")
-            leak = gr.BarPlot(x="image", y="leak", color="model", y_lim=[0, 1], label="Leak probability (judge)")
+            gallery = gr.Gallery(label="Original | erased (same seed side by side)", format="png", columns=2,
+                                 height="auto", object_fit="contain", elem_id="pairs")
+            chart = gr.HTML(elem_id="leak-chart")
             verdicts = gr.JSON(label="Verdicts", visible=False)
             if is_world:
-                gr.Examples([["a red triangle"], ["a blue three-sided shape"], ["a green wedge"], ["a yellow star"],
-                             ["a purple heart"], ["an image of a orange cross"]], inputs=[prompt],
-                            label="Examples: forget, paraphrases, retain")
+                gr.Examples(EXAMPLES, inputs=[prompt], label="Examples: forget, paraphrases, retain, two objects")
+            with gr.Accordion("Load an erasure (.zip)", open=False):
+                zip_file = gr.File(label="Erasure .zip", file_types=[".zip"], elem_id="upload")
+                upload_status = gr.Markdown()
             go.click(generate, [prompt, negative, seed, num_images, steps, guidance, size, erasure, strength],
-                     [original, erased, leak, verdicts], api_name="generate")
-        with gr.Tab("Erase"):
+                     [gallery, chart, verdicts], api_name="generate")
+        with gr.Tab("Erase", id="erase"):
             if is_world:
                 concepts = gr.CheckboxGroup(list(world.SHAPES), value=["triangle"], label="Concepts to erase")
             else:
                 concepts = gr.Dropdown([], multiselect=True, allow_custom_value=True, label="Concepts to erase")
-            with gr.Row():
-                erase_steps = gr.Slider(10, 1000, value=300, step=10, label="Steps")
-                erase_strength = gr.Slider(0, 1, value=1.0, step=0.05, label="Strength to show it at")
-            run = gr.Button("Erase", variant="primary")
-            status = gr.Markdown()
-        with gr.Tab("Report"):
+            erase_steps = gr.Slider(10, 1000, value=300, step=10, label="Steps", elem_id="erase-steps")
+            run = gr.Button("Erase", variant="primary", elem_id="erase")
+            status = gr.Markdown(elem_id="erase-status")
+            downloads = gr.File(label="Download", file_count="multiple", elem_id="downloads")
+        with gr.Tab("Report", id="report"):
             report_erasure = gr.Dropdown(choices=choices, value=choices[0] if choices else None, label="Erasure",
-                                         allow_custom_value=True)
-            evaluate = gr.Button("Open or run the evaluation", variant="primary")
-            numbers = gr.Markdown()
-            plots = gr.Gallery(label="Plots", format="png", columns=2)
-            evaluate.click(report, [report_erasure], [numbers, plots])
-        run.click(erase, [concepts, erase_steps, erase_strength], [status, erasure, report_erasure, strength])
+                                         allow_custom_value=True, elem_id="report-erasure")
+            evaluate = gr.Button("Open the evaluation (run it once if there is none)", variant="primary",
+                                 elem_id="open-report")
+            numbers = gr.Markdown(elem_id="report-numbers")
+            plots = gr.Gallery(label="Plots and adversarial images", format="png", columns=2, elem_id="report-plots")
+            evaluate.click(report, [report_erasure], [numbers, plots], api_name="report")
+        run.click(erase, [concepts, erase_steps], [status, downloads, erasure, report_erasure], api_name="erase")
+        zip_file.upload(upload, [zip_file], [upload_status, erasure, report_erasure], api_name="upload")
     return demo
