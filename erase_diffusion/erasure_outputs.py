@@ -98,7 +98,7 @@ def levers(args):
     """Which parts of the objective ran (the paper's three terms always do)."""
     anchored = args.objective == "anchored"
     return {"paper_terms": True, "token_state_terms": anchored, "mine_neighbours": anchored and args.mine_neighbours,
-            "vocabulary_captions": args.vocabulary_captions if anchored and args.mine_neighbours else 0,
+            "vocabulary_captions": args.vocabulary_captions if anchored else 0,
             "pair_prompts": anchored and args.pair_prompts, "caption_noise": args.caption_noise if anchored else 0.0,
             "adversarial": anchored and bool(args.adversarial_every), "unet_term": anchored and args.lambda_unet > 0}
 

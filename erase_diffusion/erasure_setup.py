@@ -190,6 +190,10 @@ def caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
         templates, words = mining_templates(args, family)
         neighbours = mine(encoders[0], concepts, retain, anchor, templates, words + names, far=far)
     keep = set(world.COLOURS) if family == "miniature" else set()
+    if not args.mine_neighbours:
+        # unmined, the words named beside kept objects are the family's attribute words: the miniature's colours (words
+        # of its training captions; none is held out), none elsewhere
+        far = sorted(keep)
     f, a, r = token_state_sets(forget.captions, kept.captions, names, [w for ws in neighbours.values() for w in ws],
                                anchor, args.pair_prompts, args.caption_noise, args.seed, keep, far, retain,
                                args.vocabulary_captions)

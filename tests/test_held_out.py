@@ -71,8 +71,8 @@ def test_an_erasure_that_mined_held_out_words_is_flagged_by_the_evaluation(encod
     a = args(mine_neighbours=True)
     forget, kept, _ = load_pairs(a, "miniature", ["circle"], retain, world.NEUTRAL)
     _, neighbours = caption_sets(a, "miniature", [encoder], ["circle"], retain, world.NEUTRAL, forget, kept)
-    (tmp_path / "erasure.json").write_text(json.dumps({"neighbours": neighbours, "levers": {"vocabulary_captions": 0}}))
+    (tmp_path / "erasure.json").write_text(json.dumps({"neighbours": neighbours, "levers": {"mine_neighbours": True}}))
     seen = held_out_seen(str(tmp_path))
     assert seen and set(seen) <= set(world.HELD_OUT_PARAPHRASES["circle"]), (neighbours, seen)
-    (tmp_path / "erasure.json").write_text(json.dumps({"neighbours": {}, "levers": {"vocabulary_captions": 0}}))
+    (tmp_path / "erasure.json").write_text(json.dumps({"neighbours": {}, "levers": {"vocabulary_captions": 256}}))
     assert held_out_seen(str(tmp_path)) == []

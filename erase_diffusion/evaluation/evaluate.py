@@ -308,14 +308,16 @@ def evaluate(erased, base=None, concepts=None, retain_concepts=None, output_dir=
 def held_out_seen(erased):
     """The held-out wording an erasure trained on after all, from its erasure.json: the paraphrases its mined
     neighbours include, and "vocabulary" when its vocabulary captions drew on every word the tokenizer knows. Empty
-    for an honest held-out measurement; the erasure's own code never reads the held-out lists, so only this can tell."""
+    for an honest held-out measurement; the erasure's own code never reads the held-out lists, so only this can tell.
+    Mined vocabulary captions ("vocabulary") drew on every word the tokenizer knows, the held-out ones included."""
     from ..miniature import world
 
     path = os.path.join(erased, "erasure.json")
     record = json.load(open(path)) if os.path.isfile(path) else {}
     mined = {w.lower() for ws in (record.get("neighbours") or {}).values() for w in ws}
     seen = sorted(p for ps in world.HELD_OUT_PARAPHRASES.values() for p in ps if p.lower() in mined)
-    return seen + (["vocabulary"] if (record.get("levers") or {}).get("vocabulary_captions") else [])
+    levers = record.get("levers") or {}
+    return seen + (["vocabulary"] if levers.get("mine_neighbours") and levers.get("vocabulary_captions") else [])
 
 
 def main(args):
