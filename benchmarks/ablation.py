@@ -30,6 +30,11 @@ ROWS = {  # name: (label, flags); every row but "default" states each lever, so 
     "adversarial": ("anchored + adversarial (every step)", [*OFF, "--adversarial_every", "1"]),
     "unet": ("anchored + UNet-aware term", [*OFF, "--lambda_unet", "1"]),
     "default": ("default (erase with no flags)", []),
+    # the paper's image terms weighted 0: what the token-state terms and levers do with no image at all (the loop
+    # still renders the miniature's images, which cost no UNet evaluation; a by-name erasure would skip generating them)
+    "image_free": ("default levers, token-state terms alone (image terms at 0)", ["--lambda_retain", "0",
+                                                                                "--lambda_forget", "0",
+                                                                                "--lambda_consistency", "0"]),
     "default_generate": ("default, by name (--data_source generate)", ["--data_source", "generate"]),
 }
 

@@ -4,6 +4,7 @@ All of it happens before --output_dir is touched, so bad input leaves nothing be
 """
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -191,9 +192,10 @@ def caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
         neighbours = mine(encoders[0], concepts, retain, anchor, templates, words + names, far=far)
     keep = set(world.COLOURS) if family == "miniature" else set()
     if not args.mine_neighbours:
-        # unmined, the words named beside kept objects are the family's attribute words: the miniature's colours (words
-        # of its training captions; none is held out), none elsewhere
-        far = sorted(keep)
+        # unmined, the words named beside kept objects are the family's attribute words (the miniature's colours, words
+        # of its training captions, none held out; none elsewhere) that the retain data never shows: self-generated
+        # captions name no colour, the renderer's name every one and need none
+        far = [w for w in sorted(keep) if not any(re.search(rf"\b{w}\b", c) for c in kept.captions)]
     f, a, r = token_state_sets(forget.captions, kept.captions, names, [w for ws in neighbours.values() for w in ws],
                                anchor, args.pair_prompts, args.caption_noise, args.seed, keep, far, retain,
                                args.vocabulary_captions)
