@@ -87,7 +87,7 @@ def judged(original, erased, concepts, args):
     return result
 
 
-def run_ours(name, concepts, tmp, extra, args, ev):
+def run_ours(name, concepts, tmp, extra, args, ev, judge=True):
     from pipelines import paired_pipelines
 
     from erase_diffusion.miniature import model_path
@@ -100,9 +100,10 @@ def run_ours(name, concepts, tmp, extra, args, ev):
                                                               *args.erase_flags.split()]))
     with open(os.path.join(out, "erasure.json")) as f:
         costs = json.load(f)["costs"]
-    original, erased = paired_pipelines(model_path(), out)
-    return {"erase_wall": rec["process_wall"], "unet_evals": costs.get("unet_evals_data", 0), "costs": costs,
-            **scores(judged(original, erased, concepts, ev))}
+    row = {"erase_wall": rec["process_wall"], "unet_evals": costs.get("unet_evals_data", 0), "costs": costs}
+    if judge:
+        row.update(scores(judged(*paired_pipelines(model_path(), out), concepts, ev)))
+    return row
 
 
 def run_peer(edit, concepts, ev):

@@ -72,7 +72,7 @@ def main(args):
     rows = []
     with tempfile.TemporaryDirectory(prefix="erase-data-curve-") as tmp:
         # one cold run first fills the retain cache that every later row reuses
-        run_ours("warm-up", concepts, tmp, ["--data_source", "generate"], args, ev)
+        run_ours("warm-up", concepts, tmp, ["--data_source", "generate"], args, ev, judge=False)
         for vary, value, flags in settings:
             print(f"== {vary} = {value}", flush=True)
             name = f"{vary}-{value}"
