@@ -32,17 +32,18 @@ def pair(first, second):
     return f"{first} and {second}"
 
 
-def vocabulary_captions(retain_captions, retain_names, words, n, rng):
-    """n retain captions that also name other words of the vocabulary (one or two): half before the kept object
-    ("a photo of a red circle"), half in its place ("a photo of a big red")."""
+def vocabulary_captions(captions, names, words, n, rng, replace=True):
+    """n of `captions` that also name other words of the vocabulary (one or two): before the named object ("a photo
+    of a red circle") or, for half of them with `replace`, in its place ("a photo of a big red"). Forget captions
+    must not replace: without the concept's name they would be forget captions that name no concept."""
     out = []
     for _ in range(n):
-        caption = rng.choice(retain_captions)
+        caption = rng.choice(captions)
         word = " ".join(rng.choice(words) for _ in range(rng.choice((1, 2))))
-        name = next((r for r in retain_names if re.search(rf"\b{re.escape(r)}\b", caption)), None)
+        name = next((r for r in names if re.search(rf"\b{re.escape(r)}\b", caption)), None)
         if name is None:
             out.append(f"{caption} {word}")
-        elif rng.random() < 0.5:
+        elif not replace or rng.random() < 0.5:
             out.append(re.sub(rf"\b{re.escape(name)}\b", f"{word} {name}", caption, count=1))
         else:
             out.append(rename(caption, [name], word))
@@ -66,7 +67,7 @@ def token_state_sets(forget_captions, retain_captions, concept_words, neighbours
         retain += vocabulary_captions(retain, retain_names, list(vocabulary), vocabulary_size, rng)
         # the concept named beside the same words ("a photo of a red triangle") is erased in those contexts too
         forget += vocabulary_captions(forget[:len(set(forget_captions))], names, list(vocabulary),
-                                      vocabulary_size // 4, rng)
+                                      vocabulary_size // 4, rng, replace=False)
     if pair_prompts and retain:
         singles = list(forget)
         forget += [pair(f, rng.choice(retain)) for f in singles] + [pair(rng.choice(retain), f) for f in singles]

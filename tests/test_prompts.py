@@ -1,0 +1,33 @@
+"""The token-state terms' captions (prompts.py): what the forget and retain sets may and may not contain."""
+
+import re
+
+from erase_diffusion import data
+from erase_diffusion.miniature import world
+from erase_diffusion.prompts import token_state_sets
+
+KEPT = ("circle", "square", "star")
+
+
+def by_name_sets(**kwargs):
+    """The sets of a name-only erasure: template captions, colours named only by the vocabulary captions."""
+    forget = [t.format("triangle") for t in data.DEFAULT_TEMPLATES]
+    retain = [t.format(s) for t in data.DEFAULT_TEMPLATES for s in KEPT]
+    return token_state_sets(forget, retain, ["triangle"], [], "blob", keep=set(world.COLOURS),
+                            vocabulary=list(world.COLOURS), retain_names=KEPT, vocabulary_size=64, **kwargs)
+
+
+def test_every_forget_caption_names_the_concept_and_its_twin_the_anchor_in_its_place():
+    forget, anchored, retain = by_name_sets()
+    assert any(re.search(rf"\b{c}\b", f) for f in forget for c in world.COLOURS)  # the vocabulary reached the forget set
+    for f, a in zip(forget, anchored):
+        assert re.search(r"\btriangle\b", f), f  # a forget caption without the concept would erase nothing but harm
+        assert a == f.replace("triangle", "blob")
+    assert not any("triangle" in r for r in retain)
+
+
+def test_pairs_and_noise_keep_the_same_guarantees():
+    forget, anchored, retain = by_name_sets(caption_noise=0.5, seed=3)
+    assert any(" and " in f for f in forget) and any(" and " in r for r in retain)
+    assert all("triangle" in f and "triangle" not in a for f, a in zip(forget, anchored))
+    assert not any("triangle" in r for r in retain)
