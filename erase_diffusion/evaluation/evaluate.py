@@ -109,7 +109,7 @@ def resolve(erased, base, concepts, retain_concepts, output_dir, overwrite_outpu
     check_concepts(retain, "retain concept", world.DRAWN)  # the blob can be kept, never erased
     base = check_pipeline_dir(base or model_path())
     check_fits_dir(info, base)
-    from .judge import WEIGHTS
+    from ..miniature.train_judge import WEIGHTS
 
     if not os.path.isfile(os.path.join(judge_path(base), WEIGHTS)):
         raise UsageError(f"base {base!r} has no judge/ ({WEIGHTS}): evaluation needs the miniature's judge CLIP")

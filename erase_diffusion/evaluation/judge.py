@@ -6,7 +6,6 @@ miniature's open_clip judge, a ResNet CLIP trained apart from the model under er
 
 import os
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -15,13 +14,18 @@ from safetensors.torch import load_file
 from ..errors import UsageError
 from ..miniature import judge_path, world
 from ..miniature.contrastive import class_prompts
-from ..miniature.train_judge import IMAGE_MEAN, IMAGE_STD, LABELS, MODEL_NAME, WEIGHTS
 
 
 class Judge:
     """Classifies images into the world's shapes and colours, with probabilities."""
 
     def __init__(self, path=None, device="cpu"):
+        # imported here: open_clip pulls in torchvision and dynamo (~2 s), which an erasure without judged validation
+        # (and every reader of open_image) does not need
+        import open_clip
+
+        from ..miniature.train_judge import IMAGE_MEAN, IMAGE_STD, LABELS, MODEL_NAME, WEIGHTS
+
         path = str(path or judge_path())
         weights = os.path.join(path, WEIGHTS)
         if not os.path.isfile(weights):
