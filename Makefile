@@ -27,8 +27,10 @@ $(CHROMIUM):
 	-(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		|| echo "chromium could not be installed: the browser test will be skipped"
 
+# Two workers share the two cores (one torch thread each, see tests/conftest.py); tests that reuse the default
+# erasure stay on one worker so it is trained once.
 test: $(STAMP) $(CHROMIUM)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 # Re-resolve pyproject.toml's ranges in a clean venv and write what was installed, every package, as the new lock.
 lock:

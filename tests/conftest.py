@@ -1,7 +1,14 @@
-import pytest
-import torch
+import os
 
-torch.set_num_threads(2)
+# Under `pytest -n 2` (make test) each worker and every process it starts gets one thread: the miniature's small ops
+# barely use a second thread, and two 2-thread processes on 2 cores run many times slower than one alone.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +35,14 @@ def default_erasure(tmp_path_factory):
     result = main(parse_args(["--concept", "triangle", "--output_dir", str(out), "--validation_seeds", "2",
                               "--report_to", "none", "--checkpointing_steps", "0"]))
     return out, result["record"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that reads the shared default erasure runs on one worker, so it is made once (with --dist
+    loadgroup)."""
+    for item in items:
+        if "default_erasure" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("default_erasure"))
 
 
 def pytest_configure(config):
