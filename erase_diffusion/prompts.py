@@ -25,11 +25,15 @@ def rename(caption, words, new):
     return out
 
 
+def object_phrase(caption):
+    """`caption` without a leading template such as "a picture of": "a photo of a red circle" -> "a red circle"."""
+    return re.sub(r"^(a |an )?(picture|image|drawing|photo|painting|close-up photo) of ", "", caption)
+
+
 def pair(first, second):
     """Two captions as one two-object caption: "a red triangle" + "a blue circle" -> "a red triangle and a blue
-    circle" (the second loses a leading template such as "a picture of", keeping the object phrase)."""
-    second = re.sub(r"^(a |an )?(picture|image|drawing|photo|painting|close-up photo) of ", "", second)
-    return f"{first} and {second}"
+    circle" (the second keeps only its object phrase)."""
+    return f"{first} and {object_phrase(second)}"
 
 
 def vocabulary_captions(captions, names, words, n, rng, replace=True):
@@ -68,6 +72,12 @@ def token_state_sets(forget_captions, retain_captions, concept_words, neighbours
         # the concept named beside the same words ("a photo of a red triangle") is erased in those contexts too
         forget += vocabulary_captions(forget[:len(set(forget_captions))], names, list(vocabulary),
                                       vocabulary_size // 4, rng, replace=False)
+    # every caption also as its bare object phrase ("a red circle"): the words then sit at the first positions, where
+    # short prompts name them and the adversarial prefix sits. Seen only after a template (self-generated data), "a
+    # yellow" was free for the prefix term to rewrite: its state moved 2.2 (mean squared) against 0.004 without
+    # the adversarial term, and 0.08 with these phrases
+    retain += [object_phrase(c) for c in retain]
+    forget += [object_phrase(c) for c in forget]
     if pair_prompts and retain:
         singles = list(forget)
         forget += [pair(f, rng.choice(retain)) for f in singles] + [pair(rng.choice(retain), f) for f in singles]

@@ -31,3 +31,12 @@ def test_pairs_and_noise_keep_the_same_guarantees():
     assert any(" and " in f for f in forget) and any(" and " in r for r in retain)
     assert all("triangle" in f and "triangle" not in a for f, a in zip(forget, anchored))
     assert not any("triangle" in r for r in retain)
+
+
+def test_template_captions_also_come_as_bare_object_phrases():
+    # self-generated captions always follow a template; the phrases put colour and object at the first positions
+    forget, anchored, retain = by_name_sets()
+    for s in KEPT:
+        assert f"a {s}" in retain
+    assert any(re.fullmatch(rf"a ({'|'.join(world.COLOURS)}) ({'|'.join(KEPT)})", r) for r in retain)
+    assert "a triangle" in forget and anchored[forget.index("a triangle")] == "a blob"
