@@ -25,6 +25,10 @@ from .versions import check_lora_support
 
 
 ADVERSARIAL_EVERY = 2  # the default adversarial period where supported (--adversarial_every)
+# Data amounts when not given. Rendered images cost nothing; generated ones cost UNet evaluations, and 8 forget images,
+# 120 retain images at 10 steps judged as well as 192 / 384 at 20 (benchmarks/README.md, the data curve).
+RENDERED_DATA = {"num_forget_images": 192, "num_retain_images": 384, "data_inference_steps": 20}
+GENERATED_DATA = {"num_forget_images": 8, "num_retain_images": 120, "data_inference_steps": 10}
 
 
 def validate_args(args):
@@ -47,7 +51,7 @@ def validate_args(args):
     for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "num_forget_images",
                  "num_retain_images", "text_batch_size", "adversarial_steps", "data_inference_steps", "unet_batch_size",
                  "adversarial_batch_size"):
-        if getattr(args, name) <= 0:
+        if getattr(args, name) is not None and getattr(args, name) <= 0:  # None: per data source (data_defaults)
             raise UsageError(f"--{name} {getattr(args, name)} must be a positive integer")
     if args.optimizer_in_backward and args.gradient_accumulation_steps > 1:
         raise UsageError(f"--optimizer_in_backward steps on every backward pass, so --gradient_accumulation_steps "
@@ -123,6 +127,14 @@ def data_source(args, family):
     if args.data_source != "auto":
         return args.data_source
     return "folder" if args.forget_data_dir else ("renderer" if family == "miniature" else "generate")
+
+
+def data_defaults(args, family):
+    """Fills the data amounts left unset with the defaults of the run's data source."""
+    defaults = GENERATED_DATA if data_source(args, family) == "generate" else RENDERED_DATA
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
 
 
 def load_pairs(args, family, concepts, retain, anchor):
@@ -220,6 +232,7 @@ def prepare(args, accelerator, on_phase=lambda name: None):
         raise UsageError("--adversarial_every and --lambda_unet work on encoders whose last hidden state the UNet reads "
                          "(SD 1.x, 2.x, the miniature); SDXL's conditioning is not supported by them yet")
     concepts, retain, anchor = resolve_concepts(args, family)
+    data_defaults(args, family)
     on_phase("data")
     t = time.perf_counter()
     forget, kept, costs = load_pairs(args, family, concepts, retain, anchor)  # data errors surface before model loads

@@ -85,3 +85,24 @@ def test_a_warm_erasure_by_name_generates_only_its_forget_images(tmp_path):
     assert warm["retain_cache"]["cached"] == ["circle", "square", "star", "heart", "cross"]
     record = json.load(open(tmp_path / "warm" / "erasure.json"))
     assert record["costs"]["optimizer_steps"] == 3
+
+
+def test_data_amounts_default_per_source_and_keep_what_the_user_gave():
+    from types import SimpleNamespace
+
+    from erase_diffusion.erasure_setup import data_defaults
+
+    def args(source, forget=None):
+        return SimpleNamespace(data_source=source, forget_data_dir=None, num_forget_images=forget,
+                               num_retain_images=None, data_inference_steps=None)
+    generated, rendered = args("generate"), args("auto")
+    data_defaults(generated, "miniature")
+    data_defaults(rendered, "miniature")  # auto on the miniature: its renderer, whose images cost nothing
+    assert (generated.num_forget_images, generated.num_retain_images, generated.data_inference_steps) == (8, 120, 10)
+    assert (rendered.num_forget_images, rendered.num_retain_images) == (192, 384)
+    real = args("auto")
+    data_defaults(real, "sd1")  # a real base has no renderer: it generates
+    assert real.num_forget_images == 8
+    given = args("generate", forget=32)
+    data_defaults(given, "miniature")
+    assert given.num_forget_images == 32 and given.num_retain_images == 120
