@@ -5,6 +5,7 @@ From the data's own captions the loop builds two sets:
   captions, the same captions naming the concept's mined neighbours instead (`--mine_neighbours`), two-object
   captions that name the concept beside a kept object (`--pair_prompts`);
 - retain captions that keep their token states: the data's retain captions and two-object captions of kept objects.
+Both sets also hold each caption as its bare object phrase ("a photo of a red circle" -> "a red circle").
 A share of each set also comes with caption noise (`--caption_noise`): filler words, letter strings the vocabulary
 lacks, a dropped word, clauses in another order, so the erasure holds for wording it never saw. Nothing here reads
 the world's held-out lists.

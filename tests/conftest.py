@@ -46,7 +46,6 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_configure(config):
-    import os
     import sys
 
     sys.path.insert(0, os.path.dirname(__file__))  # tests/tiny_sd.py, shared by several test files
