@@ -61,8 +61,8 @@ def plot(rows, path):
         points = {r["value"]: r for r in rows if r["vary"] == vary}
         if base is not None:
             points.setdefault(GENERATED_DATA[flag], base)
-        curve = [points[v] for v in sorted(points)]
         xs = sorted(points)
+        curve = [points[v] for v in xs]
         for key, name in LINES:
             ax.plot(xs, [r[key] for r in curve], marker="o", label=name)
         ax.set_xscale("log", base=2)
