@@ -2,11 +2,11 @@
 
 Every `--adversarial_every` steps an inner attack looks for what still brings the concept back: continuous vectors in
 place of the concept's tokens (the concept-inversion threat) and PREFIX vectors before the caption (the soft-prompt
-threat), fitted for `--adversarial_steps` Adam steps so that the encoder under erasure reproduces the original's token
-states of the concept caption. The outer term then maps those adversarial inputs to the anchored caption's original
-states (prefix positions to the start token's state, which carries nothing). The adversarial inputs persist per
-caption from one attack to the next (AdvUnlearn's "latest" initialisation), so a few inner steps each time add up to
-a long attack. Both sides are text-encoder passes only: the UNet is not run.
+threat), fitted for `--adversarial_steps` Adam steps so that the encoder under erasure reproduces the original's
+token states of the concept caption. The outer term then maps those adversarial inputs to the original's states of
+the anchored caption, the prefixed one behind a neutral filler prefix (so nothing has to move position). The
+adversarial inputs persist per caption from one attack to the next (AdvUnlearn's "latest" initialisation), so a few
+inner steps each time add up to a long attack. Both sides are text-encoder passes only: the UNet is not run.
 """
 
 import torch
@@ -65,11 +65,16 @@ class Adversaries:
     def load_state_dict(self, state):
         self.concept, self.prefix = state["adversaries.concept"], state["adversaries.prefix"]
 
-    def loss(self, model, ids, idx, filler_id, orig_states, anchor_states, steps, lr, unet_term=None):
-        """The outer loss on the batch `idx` of forget captions (`ids` their tokens; the original's states of them and
-        of their anchored twins), after `steps` more inner steps on each of their adversarial inputs. With
+    def loss(self, model, ids, idx, filler_id, targets, steps, lr, unet_term=None):
+        """The outer loss on the batch `idx` of forget captions (`ids` their tokens; `targets` from
+        FeatureCache.adversarial_targets), after `steps` more inner steps on each of their adversarial inputs. With
         `unet_term`, the prefix attack is the real soft-prompt threat: it minimises the frozen UNet's denoising loss
-        on the concept's images instead of matching the original's states."""
+        on the concept's images instead of matching the original's states.
+
+        A prefixed caption's target is the original's states of the anchored caption behind a neutral filler prefix,
+        position for position: the encoder unlearns what the prefix adds, and need not learn to read a caption five
+        positions later as if it began at the start (which it would also do to every kept caption)."""
+        orig_states, anchor_states = targets.forget, targets.anchor
         terms = []
         mask = self.mask[idx]
         rows = mask.any(1)
@@ -89,8 +94,5 @@ class Adversaries:
             objective = lambda states: F.mse_loss(states, target)  # noqa: E731
         adv = inner_attack(model, shifted, pmask, None, start, steps, lr, objective=objective)
         self.prefix[idx] = adv.view(len(idx), PREFIX, -1)
-        states = encode(model, shifted, adv, pmask)
-        bos = anchor_states[:, :1]  # the start token's state: the same for every caption, and it carries nothing
-        target = torch.cat([bos.expand(-1, PREFIX, -1), anchor_states[:, 1:-PREFIX]], dim=1)
-        terms.append(F.mse_loss(states[:, 1:], target))
+        terms.append(F.mse_loss(encode(model, shifted, adv, pmask), targets.prefix_anchor))
         return sum(terms) / len(terms)

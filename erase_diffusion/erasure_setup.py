@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import torch
 
 from . import checkpoint, data
-from .adversarial import Adversaries
+from .adversarial import PREFIX, Adversaries, prefixed
+from .attacks.common import placeholder_id
 from .costs import unet_evaluations
 from .errors import UsageError
 from .families import default_clip_paths, detect_family, load_encoders
@@ -264,6 +265,8 @@ def prepare(args, accelerator, on_phase=lambda name: None):
         ids = {"forget": enc.tokenize(forget.captions), "retain": enc.tokenize(kept.captions),
                "text_forget": enc.tokenize(text["forget"]), "text_anchor": enc.tokenize(text["anchored"]),
                "text_retain": enc.tokenize(text["retain"])}
+        if args.adversarial_every:  # the prefix term's targets: the original behind a filler prefix (adversarial.py)
+            ids["prefix_anchor"] = prefixed(ids["text_anchor"][:text["core"]], PREFIX, placeholder_id(enc.tokenizer))[0]
         c = FeatureCache(enc, ids, {"forget": enc.pixels(forget.images), "retain": enc.pixels(kept.images)}, k,
                          args.cache_features and not args.train_vision_tower, args.train_vision_tower,
                          forget_states=bool(args.adversarial_every))

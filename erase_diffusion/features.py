@@ -51,7 +51,8 @@ class FeatureCache:
         self.stored["anchor_states"], _ = self._text(self.ids["text_anchor"])
         self.stored["retain_states"], _ = self._text(self.ids["text_retain"])
         if self.forget_states:
-            self.stored["forget_states"], _ = self._text(self.ids["text_forget"])
+            for key in ("text_forget", "prefix_anchor"):
+                self.stored[f"{key}_states"], _ = self._text(self.ids[key])
         self.frozen_text = None
 
     def _embed(self, vision, pixels):
@@ -79,12 +80,16 @@ class FeatureCache:
             return self._embed(self.frozen_vision, self.pixels[which][idx])
 
     def adversarial_targets(self, idx):
-        """(the original's states of forget captions `idx`, of their anchored twins): what the adversarial term
-        attacks towards and unlearns to."""
-        if self.cached:
-            return self.stored["forget_states"][idx], self.stored["anchor_states"][idx]
-        with torch.no_grad():
-            return self._text(self.ids["text_forget"][idx])[0], self._text(self.ids["text_anchor"][idx])[0]
+        """What the adversarial term attacks towards and unlearns to, as the original's states: of forget captions
+        `idx` (forget), of their anchored twins (anchor), of those behind a filler prefix (prefix_anchor)."""
+        def states(key, rows):
+            if self.cached:
+                return self.stored[f"{key}_states"][rows]
+            with torch.no_grad():
+                return self._text(self.ids[key][rows])[0]
+
+        anchor = self.stored["anchor_states"][idx] if self.cached else states("text_anchor", idx)
+        return SimpleNamespace(forget=states("text_forget", idx), anchor=anchor, prefix_anchor=states("prefix_anchor", idx))
 
     def original(self, idx_r, img_r, idx_tf, idx_tr):
         """The frozen original's side of the objective for this batch (`img_r`: this step's retain image embeddings,

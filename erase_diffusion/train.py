@@ -151,7 +151,7 @@ def step_loss(args, setup, models, batch, adversarial=False):
             if adversarial:
                 ids = cache.ids["text_forget"][batch.adv]
                 part["adversarial"] = setup.adversaries[k].loss(
-                    model, ids, batch.adv, placeholder_id(enc.tokenizer), *cache.adversarial_targets(batch.adv),
+                    model, ids, batch.adv, placeholder_id(enc.tokenizer), cache.adversarial_targets(batch.adv),
                     args.adversarial_steps, args.adversarial_lr,
                     setup.unet_term if args.adversarial_space == "unet" else None)
                 rows += len(ids) * (2 * args.adversarial_steps + 2)

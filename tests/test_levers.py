@@ -55,3 +55,28 @@ def test_the_inner_attack_finds_inputs_that_bring_the_concept_states_back():
         after = ((encode(model, ids, found, mask) - target) ** 2).mean()
     assert after < 0.5 * before
     assert all(p.grad is None for p in model.parameters())  # the attack never touched the encoder's own gradients
+
+
+def test_the_prefix_term_unlearns_towards_the_anchored_caption_behind_a_filler_prefix():
+    """Its target keeps every caption word at its own position: the original's states of "<start> ! ! ! ! ! a red
+    blob", not of "a red blob" moved five positions on (which taught the encoder to shift kept captions too)."""
+    from accelerate import Accelerator
+
+    from erase_diffusion.adversarial import PREFIX
+    from erase_diffusion.attacks.common import PLACEHOLDER
+    from erase_diffusion.erasure_setup import prepare, validate_args
+
+    targets = {}
+    for cached in (True, False):
+        args = parse_args([*QUICK, "--output_dir", "unused", "--adversarial_every", "2",
+                           "--cache_features" if cached else "--no-cache_features"])
+        validate_args(args)
+        setup = prepare(args, Accelerator(cpu=True))
+        enc, cache = setup.encoders[0], setup.cache[0]
+        targets[cached] = cache.adversarial_targets(torch.arange(3)).prefix_anchor
+    anchored = setup.text["anchored"][:3]
+    with torch.no_grad():
+        expected = enc.text_encoder(enc.tokenize([" ".join([PLACEHOLDER] * PREFIX + [c]) for c in anchored]))[0]
+    torch.testing.assert_close(targets[True], targets[False])
+    # the encoder is causal: every position the prefixed ids keep (all but the last PREFIX) matches
+    torch.testing.assert_close(targets[True][:, :-PREFIX], expected[:, :-PREFIX], atol=1e-5, rtol=1e-4)
