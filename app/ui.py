@@ -2,6 +2,7 @@
 
 import gradio as gr
 
+from erase_diffusion.erasure_setup import STEPS_PER_CONCEPT
 from erase_diffusion.errors import UsageError
 from erase_diffusion.miniature import world
 from erase_diffusion.train import PHASES
@@ -111,7 +112,8 @@ def build_ui(studio):
                 concepts = gr.CheckboxGroup(list(world.SHAPES), value=["triangle"], label="Concepts to erase")
             else:
                 concepts = gr.Dropdown([], multiselect=True, allow_custom_value=True, label="Concepts to erase")
-            erase_steps = gr.Slider(10, 1000, value=300, step=10, label="Steps", elem_id="erase-steps")
+            erase_steps = gr.Slider(10, 1000, value=STEPS_PER_CONCEPT, step=10, label="Steps",
+                                    info=f"{STEPS_PER_CONCEPT} per concept erased", elem_id="erase-steps")
             run = gr.Button("Erase", variant="primary", elem_id="erase")
             status = gr.Markdown(elem_id="erase-status")
             downloads = gr.File(label="Download", file_count="multiple", elem_id="downloads")
