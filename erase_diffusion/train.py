@@ -54,7 +54,7 @@ def parse_args(argv=None):
     g.add_argument("--lambda_retain", type=float, default=1.0, help="λ1, retention (CLIP contrastive) weight; paper: 1.")
     g.add_argument("--lambda_forget", type=float, default=3.0, help="λ2, forgetting (pair similarity) weight; paper: 3.")
     g.add_argument("--lambda_consistency", type=float, default=3.0, help="λ3, consistency (KL to the original) weight; paper: 3.")
-    g.add_argument("--lambda_preserve", type=float, default=100.0, help="Weight of keeping retain prompts' token states (anchored only).")
+    g.add_argument("--lambda_preserve", type=float, default=150.0, help="Weight of keeping retain prompts' token states (anchored only). 150: the concept-vector adversaries pull kept shapes' later (padding) states along; at 100 square and cross drew wrong in purple, at 200 the soft-prompt attack came back (benchmarks/README.md).")
     g.add_argument("--lambda_anchor", type=float, default=100.0, help="Weight of mapping forget prompts' token states to the anchored prompt's (anchored only).")
     g.add_argument("--text_batch_size", type=int, default=32, help="Captions per step from each token-state set (forget and retain; anchored only).")
     g = p.add_argument_group("robustness levers (anchored only)")
