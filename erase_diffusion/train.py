@@ -76,7 +76,7 @@ def parse_args(argv=None):
     g.add_argument("--lora_alpha", type=float, default=None, help="LoRA alpha (default: the rank, i.e. scale 1).")
     g.add_argument("--cache_features", action=argparse.BooleanOptionalAction, default=True, help="Compute frozen image embeddings and the original's text outputs once instead of every step.")
     g = p.add_argument_group("training")
-    g.add_argument("--max_train_steps", type=int, default=None, help="Optimiser steps (default: 250 per concept, since each concept's forget captions and adversaries share the steps).")
+    g.add_argument("--max_train_steps", type=int, default=None, help="Optimiser steps (default: 300 per concept, since each concept's forget captions and adversaries share the steps).")
     g.add_argument("--train_batch_size", type=int, default=16, help="Forget pairs and retain pairs per step (each), for the paper's terms (the paper's batch: 16).")
     g.add_argument("--learning_rate", type=float, default=None, help="Adam learning rate; default 1e-4 for full weights, 1e-3 for LoRA (the paper's 1e-6 is for ViT-L over 20 epochs).")
     g.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Batches accumulated per optimiser step.")
