@@ -26,8 +26,9 @@ from .versions import check_lora_support
 
 
 ADVERSARIAL_EVERY = 2  # the default adversarial period where supported (--adversarial_every)
-# Optimiser steps per erased concept (--max_train_steps): at 250 one concept took 49 s instead of 60 s on 2 cores, but the
-# kept cross drew wrong in purple; three concepts in 300 steps left 6 % of forget prompts and 75 % in-prompt, in 900 3 %.
+# Optimiser steps per erased concept (--max_train_steps): at 250 one concept took 49 s instead of 60 s on 2 cores, but
+# the kept cross drew wrong in purple; three concepts in 300 steps left 6 % of forget prompts and 75 % in-prompt, in 900
+# 3 % and 97 % (benchmarks/README.md).
 STEPS_PER_CONCEPT = 300
 # Data amounts when not given. Rendered images cost nothing; generated ones cost UNet evaluations, and 8 forget images,
 # 120 retain images at 10 steps judged as well as 192 / 384 at 20 (benchmarks/README.md, the data curve).

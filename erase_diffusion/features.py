@@ -89,7 +89,8 @@ class FeatureCache:
                 return self._text(self.ids[key][rows])[0]
 
         anchor = self.stored["anchor_states"][idx] if self.cached else states("text_anchor", idx)
-        return SimpleNamespace(forget=states("text_forget", idx), anchor=anchor, prefix_anchor=states("prefix_anchor", idx))
+        return SimpleNamespace(forget=states("text_forget", idx), anchor=anchor,
+                               prefix_anchor=states("prefix_anchor", idx))
 
     def original(self, idx_r, img_r, idx_tf, idx_tr):
         """The frozen original's side of the objective for this batch (`img_r`: this step's retain image embeddings,
