@@ -271,8 +271,11 @@ def prepare(args, accelerator, on_phase=lambda name: None):
         ids = {"forget": enc.tokenize(forget.captions), "retain": enc.tokenize(kept.captions),
                "text_forget": enc.tokenize(text["forget"]), "text_anchor": enc.tokenize(text["anchored"]),
                "text_retain": enc.tokenize(text["retain"])}
-        if args.adversarial_every:  # the prefix term's targets: the original behind a filler prefix (adversarial.py)
-            ids["prefix_anchor"] = prefixed(ids["text_anchor"][:text["core"]], PREFIX, placeholder_id(enc.tokenizer))[0]
+        if args.adversarial_every:  # the captions the adversarial term attacks (the data's own, text["core"]) and its
+            # prefix term's targets, the anchored ones behind a filler prefix (adversarial.py)
+            core = text["core"]
+            ids["adversarial_forget"] = ids["text_forget"][:core]
+            ids["prefix_anchor"] = prefixed(ids["text_anchor"][:core], PREFIX, placeholder_id(enc.tokenizer))[0]
         c = FeatureCache(enc, ids, {"forget": enc.pixels(forget.images), "retain": enc.pixels(kept.images)}, k,
                          args.cache_features and not args.train_vision_tower, args.train_vision_tower,
                          forget_states=bool(args.adversarial_every))

@@ -24,7 +24,7 @@ class FeatureCache:
     index: int
     cached: bool
     train_vision: bool
-    forget_states: bool = False  # also keep the original's states of the forget captions (the adversarial term)
+    forget_states: bool = False  # also keep the original's states the adversarial term reads (its captions only)
     stored: dict = field(default_factory=dict)
     frozen_text: object = None
     counts: dict = field(default_factory=lambda: {"text_forward": 0, "vision_forward": 0})
@@ -51,7 +51,7 @@ class FeatureCache:
         self.stored["anchor_states"], _ = self._text(self.ids["text_anchor"])
         self.stored["retain_states"], _ = self._text(self.ids["text_retain"])
         if self.forget_states:
-            for key in ("text_forget", "prefix_anchor"):
+            for key in ("adversarial_forget", "prefix_anchor"):
                 self.stored[f"{key}_states"], _ = self._text(self.ids[key])
         self.frozen_text = None
 
@@ -89,7 +89,7 @@ class FeatureCache:
                 return self._text(self.ids[key][rows])[0]
 
         anchor = self.stored["anchor_states"][idx] if self.cached else states("text_anchor", idx)
-        return SimpleNamespace(forget=states("text_forget", idx), anchor=anchor,
+        return SimpleNamespace(forget=states("adversarial_forget", idx), anchor=anchor,
                                prefix_anchor=states("prefix_anchor", idx))
 
     def original(self, idx_r, img_r, idx_tf, idx_tr):
