@@ -21,8 +21,19 @@ from .miniature import world
 
 DEFAULT_TEMPLATES = ("a photo of a {}", "a picture of a {}", "an image of a {}", "a close-up photo of a {}",
                      "a painting of a {}")
+
 # Everyday objects as the retain set when the user names none (real SD; the miniature uses its other shapes).
 DEFAULT_RETAIN = ("dog", "car", "tree", "house", "person", "chair", "flower", "bird")
+
+
+def default_templates(family):
+    """Templates of self-generated data when the user gives none: how each model is prompted. Real SD's photo
+    captions; for the miniature its own training phrasing, every template in every colour (none held out), the
+    captions its renderer's data carry too. Self-generated captions that never named a colour left the erasure
+    attackable from prompts that do ("a red triangle": soft-prompt ASR 42 % against 8 %, benchmarks/README.md)."""
+    if family == "miniature":
+        return [t.format(colour=c, shape="{}") for c in world.COLOURS for t in world.TEMPLATES]
+    return list(DEFAULT_TEMPLATES)
 
 
 @dataclass

@@ -144,6 +144,14 @@ def data_defaults(args, family):
             setattr(args, name, value)
 
 
+def prompt_templates(args, family):
+    """The templates of self-generated data: --prompt_templates, else the family's (data.default_templates)."""
+    templates = args.prompt_templates.split("|") if args.prompt_templates else data.default_templates(family)
+    if any("{}" not in t for t in templates):
+        raise UsageError(f"--prompt_templates {args.prompt_templates!r}: every template needs a '{{}}' for the concept")
+    return templates
+
+
 def load_pairs(args, family, concepts, retain, anchor):
     """(forget pairs, retain pairs, costs): the images and captions of the paper's terms."""
     source = data_source(args, family)
@@ -160,9 +168,7 @@ def load_pairs(args, family, concepts, retain, anchor):
                 {"unet_evals_data": 0})
     from .generate import generate, load_pipeline
 
-    templates = args.prompt_templates.split("|") if args.prompt_templates else list(data.DEFAULT_TEMPLATES)
-    if any("{}" not in t for t in templates):
-        raise UsageError(f"--prompt_templates {args.prompt_templates!r}: every template needs a '{{}}' for the concept")
+    templates = prompt_templates(args, family)
     from .retain_cache import retain_pairs
 
     pipe = load_pipeline(args.pretrained_model_name_or_path)
@@ -193,7 +199,7 @@ def mining_templates(args, family):
     """Caption templates (with '{}') that mining compares words in, and their own words (never mined)."""
     if family == "miniature":
         return [f"a {c} {{}}" for c in world.COLOURS], list(world.COLOURS) + ["a"]
-    templates = args.prompt_templates.split("|") if args.prompt_templates else list(data.DEFAULT_TEMPLATES)
+    templates = prompt_templates(args, family)
     return templates, [w for t in templates for w in t.replace("{}", " ").split()]
 
 
@@ -210,16 +216,22 @@ def caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
         templates, words = mining_templates(args, family)
         neighbours = mine(encoders[0], concepts, retain, anchor, templates, words + names, far=far)
     keep = set(world.COLOURS) if family == "miniature" else set()
+    forget_captions, retain_captions = forget.captions, kept.captions
+    if source == "generate":  # every template, not only those a generated image happened to use: captions cost no
+        # UNet evaluations, and 8 images cover 8 of the miniature's 42 templates
+        templates = prompt_templates(args, family)
+        forget_captions = list(dict.fromkeys(forget_captions + [t.format(c) for c in concepts for t in templates]))
+        retain_captions = list(dict.fromkeys(retain_captions + [t.format(c) for c in retain for t in templates]))
     if not args.mine_neighbours:
         # unmined, the words named beside kept objects are the family's attribute words (the miniature's colours, words
-        # of its training captions, none held out; none elsewhere) that the retain data never shows: self-generated
-        # captions name no colour, the renderer's name every one and need none
-        far = [w for w in sorted(keep) if not any(re.search(rf"\b{w}\b", c) for c in kept.captions)]
-    f, a, r = token_state_sets(forget.captions, kept.captions, names, [w for ws in neighbours.values() for w in ws],
+        # of its training captions, none held out; none elsewhere) that the retain captions never show: captions from
+        # templates without colours name none, the miniature's own templates name every one and need none
+        far = [w for w in sorted(keep) if not any(re.search(rf"\b{w}\b", c) for c in retain_captions)]
+    f, a, r = token_state_sets(forget_captions, retain_captions, names, [w for ws in neighbours.values() for w in ws],
                                anchor, args.pair_prompts, args.caption_noise, args.seed, keep, far, retain,
                                args.vocabulary_captions)
     # the data's own forget captions come first in f (token_state_sets keeps their order)
-    return {"forget": f, "anchored": a, "retain": r, "core": len(set(forget.captions))}, neighbours
+    return {"forget": f, "anchored": a, "retain": r, "core": len(forget_captions)}, neighbours
 
 
 def name_token_ids(enc, concepts, neighbours):

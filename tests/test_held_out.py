@@ -44,9 +44,24 @@ def test_no_held_out_wording_reaches_erasure_data(concept, encoder):
     forget, kept, _ = load_pairs(a, "miniature", [concept], retain, world.NEUTRAL)
     text, _ = caption_sets(a, "miniature", [encoder], [concept], retain, world.NEUTRAL, forget, kept)
     captions = (forget.captions + forget.anchored + kept.captions + text["forget"] + text["anchored"] + text["retain"]
-                + [t.format(concept) for t in data.DEFAULT_TEMPLATES] + [world.NEUTRAL])
+                + [t.format(concept) for t in (*data.DEFAULT_TEMPLATES, *data.default_templates("miniature"))]
+                + [world.NEUTRAL])
     assert len(text["forget"]) > len(forget.captions)  # pairs and noise made the sets larger
     leaks = [(c, p.pattern) for c in captions for p in held_out_patterns() if p.search(c)]
+    assert not leaks, leaks[:5]
+
+
+def test_by_name_on_the_miniature_the_captions_follow_its_own_templates_in_every_colour(encoder):
+    # 8 generated images name 8 templates; the token-state terms and the adversary need no image, so they read all
+    forget = data.Pairs([], ["a red triangle", "a triangle in red"], ["a red blob", "a blob in red"])
+    kept = data.Pairs([], ["a green circle"])
+    text, _ = caption_sets(args(data_source="generate"), "miniature", [encoder], ["triangle"], ["circle", "square"],
+                           world.NEUTRAL, forget, kept)
+    core = text["forget"][:text["core"]]
+    assert set(core) == {t.format("triangle") for t in data.default_templates("miniature")}
+    assert len(core) == len(world.TEMPLATES) * len(world.COLOURS)
+    assert {t.format("square") for t in data.default_templates("miniature")} <= set(text["retain"])
+    leaks = [(c, p.pattern) for c in text["forget"] + text["retain"] for p in held_out_patterns() if p.search(c)]
     assert not leaks, leaks[:5]
 
 
