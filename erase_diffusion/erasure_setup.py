@@ -216,7 +216,7 @@ def caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
         templates, words = mining_templates(args, family)
         neighbours = mine(encoders[0], concepts, retain, anchor, templates, words + names, far=far)
     keep = set(world.COLOURS) if family == "miniature" else set()
-    forget_captions, retain_captions = forget.captions, kept.captions
+    forget_captions, retain_captions = list(dict.fromkeys(forget.captions)), kept.captions
     if source == "generate":  # every template, not only those a generated image happened to use: captions cost no
         # UNet evaluations, and 8 images cover 8 of the miniature's 42 templates
         templates = prompt_templates(args, family)

@@ -1,5 +1,6 @@
 """Held-out discipline: the world's held-out paraphrases and templates reach no erasure data, checked through the
-code that builds the data (renderer pairs, self-generation templates, anchors, the token-state caption sets)."""
+code that builds the data (renderer pairs, self-generation templates, anchors, the token-state caption sets); and
+which of those captions the adversarial term attacks (the data's own, text["core"])."""
 
 import re
 from types import SimpleNamespace
@@ -49,6 +50,15 @@ def test_no_held_out_wording_reaches_erasure_data(concept, encoder):
     assert len(text["forget"]) > len(forget.captions)  # pairs and noise made the sets larger
     leaks = [(c, p.pattern) for c in captions for p in held_out_patterns() if p.search(c)]
     assert not leaks, leaks[:5]
+
+
+def test_the_adversarial_term_attacks_the_renderer_data_s_own_captions_once_each(encoder):
+    retain = [s for s in world.SHAPES if s != "triangle"]
+    a = args()
+    forget, kept, _ = load_pairs(a, "miniature", ["triangle"], retain, world.NEUTRAL)
+    text, _ = caption_sets(a, "miniature", [encoder], ["triangle"], retain, world.NEUTRAL, forget, kept)
+    assert len(set(forget.captions)) < len(forget.captions)  # rendered captions repeat
+    assert text["forget"][:text["core"]] == list(dict.fromkeys(forget.captions))  # not pairs, noise or phrases
 
 
 def test_by_name_on_the_miniature_the_captions_follow_its_own_templates_in_every_colour(encoder):
