@@ -21,7 +21,6 @@ from .miniature import world
 
 DEFAULT_TEMPLATES = ("a photo of a {}", "a picture of a {}", "an image of a {}", "a close-up photo of a {}",
                      "a painting of a {}")
-
 # Everyday objects as the retain set when the user names none (real SD; the miniature uses its other shapes).
 DEFAULT_RETAIN = ("dog", "car", "tree", "house", "person", "chair", "flower", "bird")
 
