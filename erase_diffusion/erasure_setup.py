@@ -216,12 +216,13 @@ def caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
         templates, words = mining_templates(args, family)
         neighbours = mine(encoders[0], concepts, retain, anchor, templates, words + names, far=far)
     keep = set(world.COLOURS) if family == "miniature" else set()
-    forget_captions, retain_captions = list(dict.fromkeys(forget.captions)), kept.captions
+    forget_captions, retain_captions = forget.captions, kept.captions
     if source == "generate":  # every template, not only those a generated image happened to use: captions cost no
         # UNet evaluations, and 8 images cover 8 of the miniature's 42 templates
         templates = prompt_templates(args, family)
-        forget_captions = list(dict.fromkeys(forget_captions + [t.format(c) for c in concepts for t in templates]))
-        retain_captions = list(dict.fromkeys(retain_captions + [t.format(c) for c in retain for t in templates]))
+        forget_captions = forget_captions + [t.format(c) for c in concepts for t in templates]
+        retain_captions = retain_captions + [t.format(c) for c in retain for t in templates]
+    forget_captions = list(dict.fromkeys(forget_captions))  # once each: the first `core` of f are the attacked ones
     if not args.mine_neighbours:
         # unmined, the words named beside kept objects are the family's attribute words (the miniature's colours, words
         # of its training captions, none held out; none elsewhere) that the retain captions never show: captions from
