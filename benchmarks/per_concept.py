@@ -19,14 +19,16 @@ if __package__ in (None, ""):
 from benchmarks.baselines import COLUMNS, eval_args, run_ours  # noqa: E402
 from benchmarks.common import RESULTS_DIR, append_results, table  # noqa: E402
 
-# The robust-erasure issue's bars (issue 19): (metric, test on the row, label when missed)
-BARS = (("forget", lambda r: r["forget"] <= 0.02, "forget > 2%"),
-        ("held_out", lambda r: r["held_out"] <= 0.05, "held-out > 5%"),
-        ("retain", lambda r: r["retain"] >= r["retain_base"] - 0.02, "retain"),
-        ("colour", lambda r: r["colour"] >= r["colour_base"] - 0.02, "colour"),
-        ("in_prompt_kept", lambda r: r["in_prompt_kept"] >= r["in_prompt_kept_base"] - 0.05, "in-prompt"),
-        ("discrete", lambda r: r["discrete"] <= 0.05, "discrete > 5%"),
-        ("soft_prompt", lambda r: r["soft_prompt"] <= 0.10, "soft prompt > 10%"))
+EPS = 1e-9  # shares are ratios of counts: 0.98 against 1.0 - 0.02 must not fail on rounding
+# The robust-erasure issue's bars (issue 19): (metric, test on the row, label when missed); retain is the mean over
+# kept shapes here (the issue asks it of every shape: report.md per run has them)
+BARS = (("forget", lambda r: r["forget"] <= 0.02 + EPS, "forget > 2%"),
+        ("held_out", lambda r: r["held_out"] <= 0.05 + EPS, "held-out > 5%"),
+        ("retain", lambda r: r["retain"] >= r["retain_base"] - 0.02 - EPS, "retain"),
+        ("colour", lambda r: r["colour"] >= r["colour_base"] - 0.02 - EPS, "colour"),
+        ("in_prompt_kept", lambda r: r["in_prompt_kept"] >= r["in_prompt_kept_base"] - 0.05 - EPS, "in-prompt"),
+        ("discrete", lambda r: r["discrete"] <= 0.05 + EPS, "discrete > 5%"),
+        ("soft_prompt", lambda r: r["soft_prompt"] <= 0.10 + EPS, "soft prompt > 10%"))
 SHOWN = (("forget", "forget"), ("held_out", "held-out"), ("retain", "retain"), ("in_prompt_kept", "in-prompt kept"),
          ("discrete", "discrete ASR"), ("soft_prompt", "soft-prompt ASR"), ("inversion", "inversion ASR"))
 

@@ -9,7 +9,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # `benchmarks` under plain `pytest`
 
-from benchmarks import baselines, erase_speed, memory, scale  # noqa: E402
+from benchmarks import baselines, erase_speed, memory, per_concept, scale  # noqa: E402
 
 
 def lines(results_dir, script):
@@ -72,3 +72,15 @@ def test_esd_x_changes_only_cross_attention():
     esd.erase(pipe, ["a red triangle", "a blue wedge"], iterations=3, num_inference_steps=3)
     changed = [k for k, v in pipe.unet.state_dict().items() if not torch.equal(v, before[k])]
     assert changed and all(".attn2." in k for k in changed), changed
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_per_concept_smoke_and_the_bars_it_checks(tmp_path):
+    out = per_concept.main(per_concept.parse_args(["--smoke", "--concepts", "star,heart", "--results_dir", str(tmp_path)]))
+    (rec,) = lines(tmp_path, "per_concept")  # smoke: the first concept only
+    assert rec["method"] == "star" and rec["missed"] == (", ".join(per_concept.missed(rec)) or "none")
+    assert os.path.isfile(out["plot"])
+    good = {"forget": 0.0, "held_out": 0.05, "retain": 0.98, "retain_base": 1.0, "colour": 1.0, "colour_base": 1.0,
+            "in_prompt_kept": 0.95, "in_prompt_kept_base": 1.0, "discrete": 0.0, "soft_prompt": 0.1}
+    assert per_concept.missed(good) == []
+    assert per_concept.missed({**good, "retain": 0.97, "soft_prompt": 0.11}) == ["retain", "soft prompt > 10%"]
