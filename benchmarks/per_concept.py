@@ -4,7 +4,7 @@ attack suite), with the robust-erasure bars each row misses. Concept inversion's
 (baselines.py), so it is shown, not checked.
 
     nice -n 10 python benchmarks/per_concept.py                          # ~17 min on 2 cores; writes per_concept.png
-    nice -n 10 python benchmarks/per_concept.py --erase_flags "--data_source generate"
+    nice -n 10 python benchmarks/per_concept.py --erase_flags "--data_source generate"   # per_concept_data_source_generate.png
     python benchmarks/per_concept.py --smoke                             # tiny budgets; what `make test` runs
 """
 
@@ -85,7 +85,9 @@ def main(args):
     path = append_results(args.results_dir, "per_concept", [{"measurement": "row", "erase_flags": args.erase_flags, **r}
                                                             for r in rows], smoke=args.smoke)
     print(table(rows, [*COLUMNS, ("missed", "bars missed", None)]))
-    png = os.path.join(args.results_dir, "per_concept.png")
+    # one plot per flag set, so a by-name run does not overwrite the default's
+    slug = "".join(c if c.isalnum() else "_" for c in args.erase_flags.strip()).strip("_")
+    png = os.path.join(args.results_dir, f"per_concept{'_' + slug if slug else ''}.png")
     plot(rows, png)
     print(f"results appended to {path}; plot: {png}")
     return {"rows": rows, "path": path, "plot": png}
