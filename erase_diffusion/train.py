@@ -45,7 +45,7 @@ def parse_args(argv=None):
     g.add_argument("--retain_data_dir", default=None, help="Image folder with metadata.jsonl of what to keep.")
     g.add_argument("--prompt_templates", default=None, help="'|'-separated prompt templates with {} for the concept, for self-generated data (default: real SD's 'a photo of a {}' and four more; the miniature's own training templates in every colour). The token-state terms read every template, whatever --num_forget_images.")
     g.add_argument("--num_forget_images", type=int, default=None, help="Forget pairs rendered or generated (per concept when generated: /num concepts). Default: 192 rendered (free), 8 generated (each costs UNet evaluations; 8 judged as well as 192).")
-    g.add_argument("--num_retain_images", type=int, default=None, help="Retain pairs rendered or generated. Default: 384 rendered, 120 generated (cached, see --retain_cache_dir).")
+    g.add_argument("--num_retain_images", type=int, default=None, help="Retain pairs rendered or generated. Default: 384 rendered, 40 generated (cached, see --retain_cache_dir).")
     g.add_argument("--data_inference_steps", type=int, default=None, help="Denoising steps of self-generated images (each costs one UNet evaluation per image, two with guidance). Default: 10.")
     g.add_argument("--data_guidance_scale", type=float, default=5.0, help="Guidance of self-generated images.")
     g.add_argument("--retain_cache_dir", default=RETAIN_CACHE, help="Where self-generated retain images are cached per base model and settings and reused by later erasures ('none': no cache); `erase-diffusion cache --clear` empties it.")

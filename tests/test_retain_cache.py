@@ -98,11 +98,11 @@ def test_data_amounts_default_per_source_and_keep_what_the_user_gave():
     generated, rendered = args("generate"), args("auto")
     data_defaults(generated, "miniature")
     data_defaults(rendered, "miniature")  # auto on the miniature: its renderer, whose images cost nothing
-    assert (generated.num_forget_images, generated.num_retain_images, generated.data_inference_steps) == (8, 120, 10)
+    assert (generated.num_forget_images, generated.num_retain_images, generated.data_inference_steps) == (8, 40, 10)
     assert (rendered.num_forget_images, rendered.num_retain_images) == (192, 384)
     real = args("auto")
     data_defaults(real, "sd1")  # a real base has no renderer: it generates
     assert real.num_forget_images == 8
     given = args("generate", forget=32)
     data_defaults(given, "miniature")
-    assert given.num_forget_images == 32 and given.num_retain_images == 120
+    assert given.num_forget_images == 32 and given.num_retain_images == 40
