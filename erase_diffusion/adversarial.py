@@ -65,11 +65,12 @@ class Adversaries:
     def load_state_dict(self, state):
         self.concept, self.prefix = state["adversaries.concept"], state["adversaries.prefix"]
 
-    def loss(self, model, ids, idx, filler_id, targets, steps, lr, unet_term=None):
+    def loss(self, model, ids, idx, filler_id, targets, steps, lr, concept_weight=1.0, unet_term=None):
         """The outer loss on the batch `idx` of forget captions (`ids` their tokens; `targets` from
         FeatureCache.adversarial_targets), after `steps` more inner steps on each of their adversarial inputs. With
         `unet_term`, the prefix attack is the real soft-prompt threat: it minimises the frozen UNet's denoising loss
-        on the concept's images instead of matching the original's states.
+        on the concept's images instead of matching the original's states. The concept-vector part weighs
+        `concept_weight` against the prefix part.
 
         A prefixed caption's target is the original's states of the anchored caption behind a neutral filler prefix,
         position for position: the encoder unlearns what the prefix adds, and need not learn to read a caption five
@@ -82,7 +83,9 @@ class Adversaries:
             sub, m, at = ids[rows], mask[rows], idx[rows]
             adv = inner_attack(model, sub, m, orig_states[rows], self.concept[at][m], steps, lr)
             self.concept[at] = self.concept[at].masked_scatter(m.unsqueeze(-1), adv)
-            terms.append(F.mse_loss(encode(model, sub, adv, m), anchor_states[rows]))
+            # weighed down (concept_weight): once the encoder unlearns the concept, the input nearest its old states is a
+            # kept concept's (the circle's adversaries drift to the square's), and unlearning that erases it too
+            terms.append(concept_weight * F.mse_loss(encode(model, sub, adv, m), anchor_states[rows]))
         shifted, pmask = prefixed(ids, PREFIX, filler_id)
         start = self.prefix[idx].reshape(-1, self.prefix.shape[-1])
         if unet_term is not None:

@@ -100,7 +100,10 @@ def levers(args):
     return {"paper_terms": True, "token_state_terms": anchored, "mine_neighbours": anchored and args.mine_neighbours,
             "vocabulary_captions": args.vocabulary_captions if anchored else 0,
             "pair_prompts": anchored and args.pair_prompts, "caption_noise": args.caption_noise if anchored else 0.0,
-            "adversarial": anchored and bool(args.adversarial_every), "unet_term": anchored and args.lambda_unet > 0}
+            "keep_unconditional": anchored and args.keep_unconditional,
+            "adversarial": anchored and bool(args.adversarial_every),
+            "adversarial_concept_weight": args.adversarial_concept_weight if anchored and args.adversarial_every else 0.0,
+            "unet_term": anchored and args.lambda_unet > 0}
 
 
 def write_outputs(args, setup, unwrapped, final_losses, seconds, costs, on_phase=lambda name: None):

@@ -43,7 +43,8 @@ def validate_args(args):
     if args.max_train_steps is None:
         args.max_train_steps = STEPS_PER_CONCEPT * len(args.concept)
     for name in ("lambda_retain", "lambda_forget", "lambda_consistency", "lambda_preserve", "lambda_anchor",
-                 "lambda_adversarial", "adversarial_every", "data_guidance_scale", "lambda_unet"):
+                 "lambda_adversarial", "adversarial_concept_weight", "adversarial_every", "data_guidance_scale",
+                 "lambda_unet"):
         if getattr(args, name) is not None and getattr(args, name) < 0:
             raise UsageError(f"--{name} {getattr(args, name)} must be >= 0")
     if args.learning_rate is None:
@@ -231,7 +232,7 @@ def caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
         far = [w for w in sorted(keep) if not any(re.search(rf"\b{w}\b", c) for c in retain_captions)]
     f, a, r = token_state_sets(forget_captions, retain_captions, names, [w for ws in neighbours.values() for w in ws],
                                anchor, args.pair_prompts, args.caption_noise, args.seed, keep, far, retain,
-                               args.vocabulary_captions)
+                               args.vocabulary_captions, args.keep_unconditional)
     # the data's own forget captions come first in f (token_state_sets keeps their order)
     return {"forget": f, "anchored": a, "retain": r, "core": len(forget_captions)}, neighbours
 

@@ -56,12 +56,14 @@ def vocabulary_captions(captions, names, words, n, rng, replace=True):
 
 
 def token_state_sets(forget_captions, retain_captions, concept_words, neighbours, anchor, pair_prompts=True,
-                     caption_noise=0.0, seed=0, keep=(), vocabulary=(), retain_names=(), vocabulary_size=0):
+                     caption_noise=0.0, seed=0, keep=(), vocabulary=(), retain_names=(), vocabulary_size=0,
+                     unconditional=False):
     """(forget captions, their anchored twins, retain captions), each deduplicated in a fixed order.
 
     concept_words: every name of the concepts the data uses (replaced by the anchor); neighbours: mined words that
     stand for the concepts as well; keep: words noise never drops (the concepts', colours); vocabulary: words mined as
-    near no concept, `vocabulary_size` retain captions of which keep their states too (vocabulary_captions)."""
+    near no concept, `vocabulary_size` retain captions of which keep their states too (vocabulary_captions);
+    unconditional: the empty prompt is the first retain caption (train.py keeps it in every batch)."""
     rng = random.Random(seed)
     forget = list(dict.fromkeys(forget_captions))
     names = [w for w in concept_words if any(re.search(rf"\b{re.escape(w)}\b", c, re.IGNORECASE) for c in forget)]
@@ -88,5 +90,7 @@ def token_state_sets(forget_captions, retain_captions, concept_words, neighbours
         forget += [noisy(c, rng, keep) for c in forget if rng.random() < caption_noise]
         retain += [noisy(c, rng, keep) for c in retain if rng.random() < caption_noise]
     forget, retain = list(dict.fromkeys(forget)), list(dict.fromkeys(retain))
+    if unconditional and retain:
+        retain = [""] + [r for r in retain if r]
     anchored = [anchor_caption(c, list(concept_words) + list(neighbours), anchor) for c in forget]
     return forget, anchored, retain

@@ -60,12 +60,14 @@ def parse_args(argv=None):
     g = p.add_argument_group("robustness levers (anchored only)")
     g.add_argument("--mine_neighbours", action=argparse.BooleanOptionalAction, default=False, help="Add forget captions naming the words the original encoder places nearer the concept than anything kept (neighbours.py); the other words feed --vocabulary_captions. Off by default: on the miniature it finds the evaluation's held-out paraphrases themselves (e.g. 'orb', 'dot' for circle), so the erasure would train on the phrasing meant to test it.")
     g.add_argument("--vocabulary_captions", type=int, default=1024, help="Retain captions (and a quarter as many forget captions) that also name other words, so words the data never shows (colours, for a name-only erasure) keep their states: with --mine_neighbours the words mined as near no concept, else those of the family's attribute words (the miniature's colours; none elsewhere) that no retain caption names. 0: none.")
+    g.add_argument("--keep_unconditional", action=argparse.BooleanOptionalAction, default=True, help="Keep the empty prompt's token states in every step (anchored only). Every pipeline encodes '' with this encoder as classifier-free guidance's unconditional input (and negative prompts the same way); without it the adversarial term moved those states further than the states vary across prompts (mean squared 1.1-1.6 against a variance of 0.96 on the miniature), which changes every guided image, and on the miniature hid damage to kept shapes that guidance against the moved input happened to undo (benchmarks/README.md).")
     g.add_argument("--pair_prompts", action=argparse.BooleanOptionalAction, default=True, help="Two-object captions in the token-state sets: the concept beside a kept object (forget), two kept objects (retain).")
     g.add_argument("--caption_noise", type=float, default=0.0, help="Share of token-state captions also used with a filler word or letter string added (wording never seen).")
     g.add_argument("--adversarial_every", type=int, default=None, help="Every N steps, an inner attack fits vectors in place of the concept's tokens and as a prefix, and the outer term unlearns them (0: off; default: every 2 steps in one process on SD 1.x/2.x and the miniature, off for SDXL and multi-process runs, which it does not support yet).")
     g.add_argument("--adversarial_steps", type=int, default=2, help="Adam steps of each inner attack (its inputs persist per caption between attacks, so these add up).")
     g.add_argument("--adversarial_batch_size", type=int, default=16, help="Forget captions attacked per adversarial step.")
     g.add_argument("--adversarial_space", choices=["text", "unet"], default="text", help="What the inner prefix attack optimises: text, the original's token states (no UNet); unet, the frozen UNet's denoising loss on the concept's images (the soft-prompt threat itself; 1 UNet evaluation per caption and inner step).")
+    g.add_argument("--adversarial_concept_weight", type=float, default=0.3, help="Weight of the concept-vector part of the adversarial term against its prefix part (1: equal). 0.3: at 1, with --keep_unconditional, the concept-vector adversaries of the circle drift to the square's inputs, and unlearning them erased kept squares (retain 75 %%); at 0.3 retain stays at 95-100 %% for all six shapes, at a cost in concept inversion (benchmarks/README.md).")
     g.add_argument("--adversarial_lr", type=float, default=1e-2, help="Learning rate of the inner attack.")
     g.add_argument("--lambda_adversarial", type=float, default=300.0, help="Weight of the adversarial term.")
     g.add_argument("--lambda_unet", type=float, default=0.0, help="Weight of the UNet-aware term: through the frozen UNet, forget captions must predict the noise the anchored caption does on the concept's images (0: off; unet_term.py).")
@@ -114,13 +116,22 @@ def batch_indices(n, size, seed, step, rank):
     return torch.randperm(n, generator=g)[:size] if size <= n else torch.randint(n, (size,), generator=g)
 
 
+def with_unconditional(args, idx):
+    """The retain token-state batch `idx`, with the empty prompt (retain caption 0, prompts.token_state_sets) always
+    in it: drawn at random like the ~800 others, it would be in one step of ~50 and could drift in between."""
+    if not (args.keep_unconditional and args.objective == "anchored" and len(idx)):
+        return idx
+    return torch.cat([idx.new_zeros(1), idx[idx != 0]])
+
+
 def step_batch(args, setup, k, rank):
     """Index tensors of one step's image pairs (f, r) and token-state captions (tf, tr)."""
     text = setup.cache[0].ids
     return SimpleNamespace(f=batch_indices(setup.n_forget, args.train_batch_size, args.seed, k, rank),
                            r=batch_indices(setup.n_retain, args.train_batch_size, args.seed + 1, k, rank),
                            tf=batch_indices(len(text["text_forget"]), args.text_batch_size, args.seed + 2, k, rank),
-                           tr=batch_indices(len(text["text_retain"]), args.text_batch_size, args.seed + 3, k, rank),
+                           tr=with_unconditional(args, batch_indices(len(text["text_retain"]), args.text_batch_size,
+                                                                     args.seed + 3, k, rank)),
                            # the adversarial term attacks the data's own forget captions only, so each one's
                            # persistent adversary is attacked often enough to grow strong
                            adv=batch_indices(setup.text["core"], args.adversarial_batch_size, args.seed + 4, k, rank))
@@ -152,7 +163,7 @@ def step_loss(args, setup, models, batch, adversarial=False):
                 ids = cache.ids["text_forget"][batch.adv]
                 part["adversarial"] = setup.adversaries[k].loss(
                     model, ids, batch.adv, placeholder_id(enc.tokenizer), cache.adversarial_targets(batch.adv),
-                    args.adversarial_steps, args.adversarial_lr,
+                    args.adversarial_steps, args.adversarial_lr, args.adversarial_concept_weight,
                     setup.unet_term if args.adversarial_space == "unet" else None)
                 rows += len(ids) * (2 * args.adversarial_steps + 2)
             if args.lambda_unet > 0 and k == 0:

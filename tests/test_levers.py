@@ -18,6 +18,7 @@ def test_every_lever_runs_and_is_recorded_with_its_cost(tmp_path):
     assert all(record["levers"][k] for k in ("token_state_terms", "mine_neighbours", "pair_prompts", "adversarial",
                                              "unet_term"))
     assert record["levers"]["caption_noise"] == 0.3 and "triangle" in record["neighbours"]
+    assert record["levers"]["keep_unconditional"] and record["levers"]["adversarial_concept_weight"] == 0.3
     assert set(record["final_losses"]) >= {"forget", "retain", "consistency", "preserve", "anchor", "unet"}
     costs = record["costs"]
     assert costs["optimizer_steps"] == 4 and costs["unet_evals_training"] == 4 * 2 * 8
@@ -26,6 +27,17 @@ def test_every_lever_runs_and_is_recorded_with_its_cost(tmp_path):
     assert "mine_neighbours" in card and "unet_evals_training" in card
     counts = record["token_state_captions"]
     assert counts["forget"] == counts["anchored"] > 192 and counts["retain"] > 0
+
+
+def test_every_retain_batch_holds_the_empty_prompt_once():
+    from erase_diffusion.train import with_unconditional
+
+    args = parse_args([*QUICK, "--output_dir", "unused"])
+    for idx in (torch.tensor([5, 0, 9]), torch.tensor([5, 7, 9])):
+        out = with_unconditional(args, idx)
+        assert out[0] == 0 and (out == 0).sum() == 1 and set(out.tolist()) == {0, 5, 9} | set(idx.tolist())
+    args = parse_args([*QUICK, "--output_dir", "unused", "--no-keep_unconditional"])
+    assert with_unconditional(args, torch.tensor([5, 7])).tolist() == [5, 7]
 
 
 def test_paper_objective_runs_none_of_them(tmp_path):

@@ -40,3 +40,10 @@ def test_template_captions_also_come_as_bare_object_phrases():
         assert f"a {s}" in retain
     assert any(re.fullmatch(rf"a ({'|'.join(world.COLOURS)}) ({'|'.join(KEPT)})", r) for r in retain)
     assert "a triangle" in forget and anchored[forget.index("a triangle")] == "a blob"
+
+
+def test_the_empty_prompt_leads_the_retain_set_only_when_asked():
+    # classifier-free guidance encodes '' with the erased encoder: its states are kept like a retain caption's
+    forget, anchored, retain = by_name_sets(unconditional=True)
+    assert retain[0] == "" and retain.count("") == 1 and "" not in forget
+    assert "" not in by_name_sets()[2] and retain[1:] == by_name_sets()[2]
