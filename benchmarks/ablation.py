@@ -36,6 +36,10 @@ ROWS = {  # name: (label, flags); every row but "default" states each lever, so 
                                                                                 "--lambda_forget", "0",
                                                                                 "--lambda_consistency", "0"]),
     "default_generate": ("default, by name (--data_source generate)", ["--data_source", "generate"]),
+    # the default less one lever each: what the fourth and fifth rounds' defaults are worth
+    "no_unconditional": ("default, '' not kept (--no-keep_unconditional)", ["--no-keep_unconditional"]),
+    "concept_weight_1": ("default, concept vectors at weight 1", ["--adversarial_concept_weight", "1"]),
+    "inner_steps_2": ("default, 2 inner attack steps", ["--adversarial_steps", "2"]),
 }
 
 

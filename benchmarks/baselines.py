@@ -95,8 +95,9 @@ def run_ours(name, concepts, tmp, extra, args, ev, judge=True):
     out = os.path.join(tmp, name)
     smoke = ["--max_train_steps", "3", "--num_forget_images", "8", "--num_retain_images", "10",
              "--data_inference_steps", "2"] if args.smoke else []
-    rec = run_erase(erase_argv(out, concepts, None, None, extra=[*extra, "--retain_cache_dir",
-                                                              os.path.join(tmp, "retain-cache"), *smoke,
+    # the smoke budgets first: a row's own flags (data_curve's --num_forget_images) must win over them
+    rec = run_erase(erase_argv(out, concepts, None, None, extra=[*smoke, *extra, "--retain_cache_dir",
+                                                              os.path.join(tmp, "retain-cache"),
                                                               *args.erase_flags.split()]))
     with open(os.path.join(out, "erasure.json")) as f:
         costs = json.load(f)["costs"]

@@ -9,7 +9,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # `benchmarks` under plain `pytest`
 
-from benchmarks import baselines, erase_speed, memory, per_concept, scale  # noqa: E402
+from benchmarks import ablation, baselines, data_curve, erase_speed, memory, per_concept, scale  # noqa: E402
 
 
 def lines(results_dir, script):
@@ -61,6 +61,33 @@ def test_baselines_smoke(tmp_path):
     for rec in recs.values():
         for key in ("forget", "held_out", "retain", "colour", "in_prompt_kept", "discrete", "soft_prompt", "inversion"):
             assert 0.0 <= rec[key] <= 1.0, (rec["key"], key)
+
+
+JUDGED = ("forget", "held_out", "retain", "colour", "in_prompt_kept", "discrete", "soft_prompt", "inversion")
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_ablation_smoke_rows_run_their_own_levers(tmp_path):
+    ablation.main(ablation.parse_args(["--smoke", "--rows", "paper,default,inner_steps_2", "--results_dir",
+                                       str(tmp_path)]))
+    recs = {r["key"]: r for r in lines(tmp_path, "ablation")}
+    assert list(recs) == ["paper", "default", "inner_steps_2"]
+    passes = {k: r["costs"]["text_encoder_forward_backward"] for k, r in recs.items()}
+    # the inner attack's steps are encoder passes: the paper's objective has none, 2 inner steps fewer than 4
+    assert passes["paper"] < passes["inner_steps_2"] < passes["default"]
+    for rec in recs.values():
+        assert all(0.0 <= rec[key] <= 1.0 for key in JUDGED), rec["key"]
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_data_curve_smoke_pays_only_for_forget_images_once_the_retain_set_is_cached(tmp_path):
+    out = data_curve.main(data_curve.parse_args(["--smoke", "--results_dir", str(tmp_path)]))
+    recs = lines(tmp_path, "data_curve")
+    assert [(r["vary"], r["value"]) for r in recs] == [("forget_images", 4), ("forget_images", 8)]
+    assert [r["costs"]["unet_evals_retain_images"] for r in recs] == [0, 0]  # the warm-up run generated them
+    assert recs[1]["unet_evals"] == 2 * recs[0]["unet_evals"] > 0
+    assert all(0.0 <= rec[key] <= 1.0 for rec in recs for key in JUDGED)
+    assert os.path.getsize(out["plot"]) > 0
 
 
 def test_esd_x_changes_only_cross_attention():

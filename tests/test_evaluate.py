@@ -112,6 +112,8 @@ def test_attack_command_writes_prompts_embeddings_and_grids(triangle_erasure, tm
     assert code == 0 and "soft_prompt: ASR" in capsys.readouterr().out
     found = json.loads((out / "attacks.json").read_text())
     assert set(found) == {"soft_prompt", "inversion"} and len(found["soft_prompt"]["records"]) == 3
+    for name in found:  # the learnt vectors' norm beside the vocabulary's: how far outside typed input they sit
+        assert found[name]["vector_norm"]["found"] > 0 and found[name]["vector_norm"]["vocabulary"] > 0
     assert (out / "embeddings.safetensors").is_file() and (out / "attack_inversion.png").is_file()
 
 

@@ -14,7 +14,10 @@ import os
 import sys
 import time
 
+import torch
+
 from ..attacks import ATTACKS
+from ..attacks.common import token_embedding
 from ..errors import UsageError
 
 BUDGETS = {  # flag: (default, help); the defaults keep a whole `evaluate` of one concept within 5 min on 2 cores
@@ -61,6 +64,7 @@ def run_attacks(original, erased, judge, rows, names, args, gen, progress=True):
         started = time.perf_counter()
         found = {"records": [], "per_concept": {}}
         out["images"][name] = []
+        norms = []
         for concept in concepts:
             mine = [r for r in rows if r["concept"] == concept]
             prompts, seeds = [r["prompt"] for r in mine], [r["seed"] for r in mine]
@@ -80,9 +84,15 @@ def run_attacks(original, erased, judge, rows, names, args, gen, progress=True):
             out["images"][name] += res["images"]
             if "embeddings" in res:
                 out["embeddings"][f"{name}.{concept}"] = res["embeddings"].contiguous()
+                norms.append(res["embeddings"].norm(dim=-1).flatten())
         n = max(1, len(found["records"]))
         found["asr_pre"] = sum(r["pre_success"] for r in found["records"]) / n
         found["asr_post"] = sum(r["success"] for r in found["records"]) / n
+        if norms:  # a found vector far outside the vocabulary's norms is an input no typed prompt makes, and no
+            # defence that learns from words sees (benchmarks/README.md, fifth round: the star's soft prompt)
+            rows_norm = token_embedding(erased.text_encoder).weight.norm(dim=-1).mean()
+            found["vector_norm"] = {"found": round(float(torch.cat(norms).mean()), 4),
+                                    "vocabulary": round(float(rows_norm), 4)}
         found["seconds"] = round(time.perf_counter() - started, 1)
         out["attacks"][name] = found
     return out

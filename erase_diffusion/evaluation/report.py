@@ -130,8 +130,11 @@ def attack_section(m, files):
              "embeddings.safetensors."]
     if not m["attacks"]:
         return parts + ["No attack was run (`--attacks none`)."]
-    parts.append(table(["attack", "ASR pre", "ASR post", "seconds"],
-                       [(name, pct(a["asr_pre"]), pct(a["asr_post"]), a["seconds"]) for name, a in m["attacks"].items()]))
+    norm = lambda a: (f"{a['vector_norm']['found']:.2f} ({a['vector_norm']['vocabulary']:.2f})"  # noqa: E731
+                      if "vector_norm" in a else "")
+    parts.append(table(["attack", "ASR pre", "ASR post", "seconds", "norm of learnt vectors (vocabulary rows')"],
+                       [(name, pct(a["asr_pre"]), pct(a["asr_post"]), a["seconds"], norm(a))
+                        for name, a in m["attacks"].items()]))
     for name, a in m["attacks"].items():
         parts += [f"### {name}", ATTACK_TEXT[name].format(**s),
                   table(["concept", "ASR pre", "ASR post"], [(c, pct(v["asr_pre"]), pct(v["asr_post"]))
