@@ -2,7 +2,7 @@
 robustness lever on its own, then the default, every row erased and judged the same way (baselines.py's evaluation:
 held-out phrasing, in-prompt specificity, the attack suite) with the time and UNet evaluations it cost.
 
-    nice -n 10 python benchmarks/ablation.py                 # ~30 min on 2 cores
+    nice -n 10 python benchmarks/ablation.py                 # ~20-35 min on 2 cores
     python benchmarks/ablation.py --smoke                    # tiny budgets; what `make test` runs
 """
 
