@@ -12,6 +12,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from benchmarks import ablation, baselines, data_curve, erase_speed, memory, per_concept, scale  # noqa: E402
 
 
+JUDGED = ("forget", "held_out", "retain", "colour", "in_prompt_kept", "discrete", "soft_prompt", "inversion")
+
+
 def lines(results_dir, script):
     path = results_dir / f"{script}.jsonl"
     assert path.is_file(), f"{script} wrote no results"
@@ -59,11 +62,8 @@ def test_baselines_smoke(tmp_path):
     assert recs["generate"]["unet_evals"] > recs["generate_warm"]["unet_evals"] > 0  # the warm run reused the retain set
     assert recs["esd"]["unet_evals"] > 0 and recs["renderer"]["unet_evals"] == 0
     for rec in recs.values():
-        for key in ("forget", "held_out", "retain", "colour", "in_prompt_kept", "discrete", "soft_prompt", "inversion"):
+        for key in JUDGED:
             assert 0.0 <= rec[key] <= 1.0, (rec["key"], key)
-
-
-JUDGED = ("forget", "held_out", "retain", "colour", "in_prompt_kept", "discrete", "soft_prompt", "inversion")
 
 
 @pytest.mark.filterwarnings("ignore")
