@@ -6,7 +6,8 @@ threat), fitted for `--adversarial_steps` Adam steps so that the encoder under e
 token states of the concept caption. The outer term then maps those adversarial inputs to the original's states of
 the anchored caption, the prefixed one behind a neutral filler prefix (so nothing has to move position). The
 adversarial inputs persist per caption from one attack to the next (AdvUnlearn's "latest" initialisation), so a few
-inner steps each time add up to a long attack. Both sides are text-encoder passes only: the UNet is not run.
+inner steps each time add up to a long attack. By default both sides are text-encoder passes only: the UNet runs
+only with --adversarial_space unet (the inner attack) or --lambda_adversarial_unet (the outer step), as in AdvUnlearn.
 """
 
 import torch
@@ -65,12 +66,17 @@ class Adversaries:
     def load_state_dict(self, state):
         self.concept, self.prefix = state["adversaries.concept"], state["adversaries.prefix"]
 
-    def loss(self, model, ids, idx, filler_id, targets, steps, lr, concept_weight=1.0, unet_term=None):
-        """The outer loss on the batch `idx` of forget captions (`ids` their tokens; `targets` from
-        FeatureCache.adversarial_targets), after `steps` more inner steps on each of their adversarial inputs. With
+    def loss(self, model, ids, idx, filler_id, targets, steps, lr, concept_weight=1.0, unet_term=None,
+             outer_unet=None):
+        """The outer losses on the batch `idx` of forget captions (`ids` their tokens; `targets` from
+        FeatureCache.adversarial_targets), after `steps` more inner steps on each of their adversarial inputs:
+        {'adversarial': the text-space term, 'adversarial_unet': the UNet-space one, with `outer_unet`}. With
         `unet_term`, the prefix attack is the real soft-prompt threat: it minimises the frozen UNet's denoising loss
         on the concept's images instead of matching the original's states. The concept-vector part weighs
-        `concept_weight` against the prefix part.
+        `concept_weight` against the prefix part. With `outer_unet` (a UNetTerm), the prefixed states must also make
+        the frozen UNet predict what the target states make it predict: state distances weigh every direction alike,
+        and the states the soft-prompt attack finds sit nearer the anchor's than the concept's yet draw the concept
+        (benchmarks/README.md, sixth round).
 
         A prefixed caption's target is the original's states of the anchored caption behind a neutral filler prefix,
         position for position: the encoder unlearns what the prefix adds, and need not learn to read a caption five
@@ -97,5 +103,9 @@ class Adversaries:
             objective = lambda states: F.mse_loss(states, target)  # noqa: E731
         adv = inner_attack(model, shifted, pmask, None, start, steps, lr, objective=objective)
         self.prefix[idx] = adv.view(len(idx), PREFIX, -1)
-        terms.append(F.mse_loss(encode(model, shifted, adv, pmask), targets.prefix_anchor))
-        return sum(terms) / len(terms)
+        states = encode(model, shifted, adv, pmask)
+        terms.append(F.mse_loss(states, targets.prefix_anchor))
+        out = {"adversarial": sum(terms) / len(terms)}
+        if outer_unet is not None:
+            out["adversarial_unet"] = outer_unet.prefix_loss(states, targets.prefix_anchor)
+        return out

@@ -44,7 +44,7 @@ def validate_args(args):
         args.max_train_steps = STEPS_PER_CONCEPT * len(args.concept)
     for name in ("lambda_retain", "lambda_forget", "lambda_consistency", "lambda_preserve", "lambda_anchor",
                  "lambda_adversarial", "adversarial_concept_weight", "adversarial_every", "data_guidance_scale",
-                 "lambda_unet"):
+                 "lambda_unet", "lambda_adversarial_unet"):
         if getattr(args, name) is not None and getattr(args, name) < 0:
             raise UsageError(f"--{name} {getattr(args, name)} must be >= 0")
     if args.learning_rate is None:
@@ -94,7 +94,7 @@ class Setup:
     text: dict  # the token-state terms' captions: "forget", "anchored", "retain"
     neighbours: dict  # concept -> mined words
     name_ids: list  # per encoder: token ids standing for the concepts (what the adversarial term replaces)
-    unet_term: object = None  # the UNet-aware term (unet_term.py) when --lambda_unet > 0
+    unet_term: object = None  # the frozen UNet (unet_term.py) when --lambda_unet, a UNet-space attack or outer step
     adversaries: list = field(default_factory=list)  # per encoder, with --adversarial_every (adversarial.py)
     seconds: dict = field(default_factory=dict)  # data, models, cache: where setup time went
     costs: dict = field(default_factory=dict)  # UNet evaluations, encoder passes: what the erasure cost
@@ -250,9 +250,13 @@ def prepare(args, accelerator, on_phase=lambda name: None):
     family = detect_family(args.pretrained_model_name_or_path)
     if args.adversarial_every is None:  # the default: on where it is supported
         args.adversarial_every = 0 if family == "sdxl" or args.objective == "paper" else ADVERSARIAL_EVERY
-    if family == "sdxl" and (args.adversarial_every or args.lambda_unet):
-        raise UsageError("--adversarial_every and --lambda_unet work on encoders whose last hidden state the UNet reads "
-                         "(SD 1.x, 2.x, the miniature); SDXL's conditioning is not supported by them yet")
+    if family == "sdxl" and (args.adversarial_every or args.lambda_unet or args.lambda_adversarial_unet):
+        raise UsageError("--adversarial_every, --lambda_unet and --lambda_adversarial_unet work on encoders whose last "
+                         "hidden state the UNet reads (SD 1.x, 2.x, the miniature); SDXL's conditioning is not supported "
+                         "by them yet")
+    if args.lambda_adversarial_unet and not args.adversarial_every:
+        raise UsageError(f"--lambda_adversarial_unet {args.lambda_adversarial_unet} is the adversarial term's outer step: "
+                         "it needs --adversarial_every > 0 and --objective anchored")
     concepts, retain, anchor = resolve_concepts(args, family)
     data_defaults(args, family)
     on_phase("data")
@@ -271,7 +275,7 @@ def prepare(args, accelerator, on_phase=lambda name: None):
     text, neighbours = caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
     seconds["captions"] = time.perf_counter() - t
     unet_term = None
-    unet_attack = args.adversarial_every and args.adversarial_space == "unet"
+    unet_attack = args.adversarial_every and (args.adversarial_space == "unet" or args.lambda_adversarial_unet > 0)
     if args.objective == "anchored" and (args.lambda_unet > 0 or unet_attack):  # before the encoder trains: original
         from .unet_term import UNetTerm
 

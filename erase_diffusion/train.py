@@ -70,6 +70,7 @@ def parse_args(argv=None):
     g.add_argument("--adversarial_concept_weight", type=float, default=0.3, help="Weight of the concept-vector part of the adversarial term against its prefix part (1: equal). 0.3: at 1, with --keep_unconditional, the concept-vector adversaries of the circle drift to the square's inputs, and unlearning them erased kept squares (retain 75 %%); at 0.3 retain stays at 95-100 %% for all six shapes, at a cost in concept inversion (benchmarks/README.md).")
     g.add_argument("--adversarial_lr", type=float, default=1e-2, help="Learning rate of the inner attack.")
     g.add_argument("--lambda_adversarial", type=float, default=300.0, help="Weight of the adversarial term.")
+    g.add_argument("--lambda_adversarial_unet", type=float, default=0.0, help="Weight of AdvUnlearn's outer step through the frozen UNet: under the prefix adversaries, the erased encoder's conditioning must make the UNet predict on the concept's images what the anchored caption makes it predict (0: off; 2 UNet evaluations per attacked caption). Star, with --adversarial_space unet: soft-prompt ASR 67 %% -> 42 %% at 1000, 17 %% at 3000, but kept objects beside it 95 %% / 80 %% and erase ~35 -> ~90 s (benchmarks/README.md, sixth round): off by default.")
     g.add_argument("--lambda_unet", type=float, default=0.0, help="Weight of the UNet-aware term: through the frozen UNet, forget captions must predict the noise the anchored caption does on the concept's images (0: off; unet_term.py).")
     g.add_argument("--unet_batch_size", type=int, default=8, help="Forget images per step in the UNet-aware term (each costs 2 UNet evaluations and a backward pass).")
     g = p.add_argument_group("what learns")
@@ -161,10 +162,11 @@ def step_loss(args, setup, models, batch, adversarial=False):
             part["anchor"] = losses.anchor_loss(tf_states, orig.anchor_states)
             if adversarial:
                 ids = cache.ids["text_forget"][batch.adv]
-                part["adversarial"] = setup.adversaries[k].loss(
+                part.update(setup.adversaries[k].loss(
                     model, ids, batch.adv, placeholder_id(enc.tokenizer), cache.adversarial_targets(batch.adv),
                     args.adversarial_steps, args.adversarial_lr, args.adversarial_concept_weight,
-                    setup.unet_term if args.adversarial_space == "unet" else None)
+                    setup.unet_term if args.adversarial_space == "unet" else None,
+                    setup.unet_term if args.lambda_adversarial_unet > 0 and k == 0 else None))
                 rows += len(ids) * (2 * args.adversarial_steps + 2)
             if args.lambda_unet > 0 and k == 0:
                 f_states = enc.text(model, pairs[0][:args.unet_batch_size])[0]
@@ -173,7 +175,7 @@ def step_loss(args, setup, models, batch, adversarial=False):
             terms[name] = terms.get(name, 0.0) + v
     weights = {"retain": args.lambda_retain, "forget": args.lambda_forget, "consistency": args.lambda_consistency,
                "preserve": args.lambda_preserve, "anchor": args.lambda_anchor, "adversarial": args.lambda_adversarial,
-               "unet": args.lambda_unet}
+               "adversarial_unet": args.lambda_adversarial_unet, "unet": args.lambda_unet}
     loss, logs = losses.total_loss(terms, weights)
     return loss, logs, rows
 

@@ -7,6 +7,9 @@ the concept's own images (ESD's target, with the anchor in place of negative gui
 Token-state terms ask the encoder to reproduce the anchor's states everywhere; this one asks only for what changes
 the UNet's prediction, so it weighs each state by how much the UNet reads it. It costs two UNet evaluations per latent
 and a backward pass through the UNet (counted in erasure.json's costs).
+
+The same frozen UNet serves the adversarial term (adversarial.py): as the soft-prompt attacker's objective
+(--adversarial_space unet) and as its outer step (--lambda_adversarial_unet, `prefix_loss`).
 """
 
 import torch
@@ -39,14 +42,24 @@ class UNetTerm:
         self.generator = torch.Generator().manual_seed(seed)
         self.evaluations = 0
 
+    def noisy(self, idx):
+        """Noisy latents of the forget images `idx` at random timesteps: (x_t, t, noise)."""
+        x0 = self.latents[idx]
+        noise = torch.randn(x0.shape, generator=self.generator)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(x0),), generator=self.generator)
+        return self.scheduler.add_noise(x0, noise, t), t, noise
+
+    def match(self, x_t, t, states, target_states):
+        """The UNet's prediction under `states` against its prediction under `target_states` (no gradient there)."""
+        with torch.no_grad():
+            target = self.unet(x_t, t, encoder_hidden_states=target_states).sample
+        self.evaluations += 2 * len(x_t)
+        return F.mse_loss(self.unet(x_t, t, encoder_hidden_states=states).sample, target)
+
     def denoising_objective(self, n):
         """states -> the UNet's denoising loss on n random concept latents conditioned on them (an attacker's goal:
         conditioning under which the UNet draws the concept)."""
-        idx = torch.randint(len(self.latents), (n,), generator=self.generator)
-        x0 = self.latents[idx]
-        noise = torch.randn(x0.shape, generator=self.generator)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (n,), generator=self.generator)
-        x_t = self.scheduler.add_noise(x0, noise, t)
+        x_t, t, noise = self.noisy(torch.randint(len(self.latents), (n,), generator=self.generator))
 
         def objective(states):
             self.evaluations += n
@@ -57,11 +70,11 @@ class UNetTerm:
     def loss(self, idx, states):
         """L_UN on the forget images `idx` (their captions' states under the erased encoder: `states`)."""
         idx, states = idx[:self.batch_size], states[:self.batch_size]
-        x0 = self.latents[idx]
-        noise = torch.randn(x0.shape, generator=self.generator)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(x0),), generator=self.generator)
-        x_t = self.scheduler.add_noise(x0, noise, t)
-        with torch.no_grad():
-            target = self.unet(x_t, t, encoder_hidden_states=self.anchor_states[idx]).sample
-        self.evaluations += 2 * len(x0)
-        return F.mse_loss(self.unet(x_t, t, encoder_hidden_states=states).sample, target)
+        x_t, t, _ = self.noisy(idx)
+        return self.match(x_t, t, states, self.anchor_states[idx])
+
+    def prefix_loss(self, states, target_states):
+        """AdvUnlearn's outer step through the UNet: under the prefix adversaries' `states`, the UNet must predict on
+        random concept latents what it predicts under the original's anchored caption behind a filler prefix."""
+        x_t, t, _ = self.noisy(torch.randint(len(self.latents), (len(states),), generator=self.generator))
+        return self.match(x_t, t, states, target_states)

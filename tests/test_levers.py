@@ -2,7 +2,9 @@
 and does what it claims on the miniature's own encoder."""
 
 import json
+import random
 
+import pytest
 import torch
 
 from erase_diffusion.train import main, parse_args
@@ -14,14 +16,16 @@ QUICK = ["--concept", "triangle", "--max_train_steps", "4", "--validation_seeds"
 def test_every_lever_runs_and_is_recorded_with_its_cost(tmp_path):
     out = tmp_path / "out"
     record = main(parse_args([*QUICK, "--output_dir", str(out), "--mine_neighbours", "--pair_prompts",
-                              "--caption_noise", "0.3", "--adversarial_every", "2", "--lambda_unet", "1"]))["record"]
+                              "--caption_noise", "0.3", "--adversarial_every", "2", "--lambda_unet", "1",
+                              "--lambda_adversarial_unet", "1"]))["record"]
     assert all(record["levers"][k] for k in ("token_state_terms", "mine_neighbours", "pair_prompts", "adversarial",
-                                             "unet_term"))
+                                             "adversarial_unet", "unet_term"))
     assert record["levers"]["caption_noise"] == 0.3 and "triangle" in record["neighbours"]
     assert record["levers"]["keep_unconditional"] and record["levers"]["adversarial_concept_weight"] == 0.3
     assert set(record["final_losses"]) >= {"forget", "retain", "consistency", "preserve", "anchor", "unet"}
     costs = record["costs"]
-    assert costs["optimizer_steps"] == 4 and costs["unet_evals_training"] == 4 * 2 * 8
+    # the UNet-aware term: 4 steps x 2 evaluations x 8 images; the outer step: 2 attacks x 16 captions x 2
+    assert costs["optimizer_steps"] == 4 and costs["unet_evals_training"] == 4 * 2 * 8 + 2 * 16 * 2
     assert costs["text_encoder_forward_backward"] > 0 and costs["unet_evals_data"] == 0  # the renderer costs no UNet
     card = (out / "README.md").read_text()
     assert "mine_neighbours" in card and "unet_evals_training" in card
@@ -92,3 +96,32 @@ def test_the_prefix_term_unlearns_towards_the_anchored_caption_behind_a_filler_p
     torch.testing.assert_close(targets[True], targets[False])
     # the encoder is causal: every position the prefixed ids keep (all but the last PREFIX) matches
     torch.testing.assert_close(targets[True][:, :-PREFIX], expected[:, :-PREFIX], atol=1e-5, rtol=1e-4)
+
+
+def test_the_outer_step_through_the_unet_is_zero_only_where_the_unet_reads_the_target():
+    """--lambda_adversarial_unet: the prefixed states are judged by what the frozen UNet predicts from them, and its
+    gradient reaches the states (so the encoder that made them)."""
+    from erase_diffusion.families import load_encoders
+    from erase_diffusion.miniature import clip_path, model_path, world
+    from erase_diffusion.unet_term import UNetTerm
+
+    enc = load_encoders(model_path(), "miniature", [clip_path()])[0]
+    with torch.no_grad():
+        target, other = enc.text_encoder(enc.tokenize(["a red blob", "a red triangle"]))[0].split(1)
+    images = [world.render("triangle", "red", random.Random(k)) for k in range(4)]
+    term = UNetTerm(model_path(), images, target.expand(4, -1, -1), batch_size=4, seed=0)
+    assert term.prefix_loss(target.expand(4, -1, -1), target.expand(4, -1, -1)) < 1e-10
+    states = other.expand(4, -1, -1).clone().requires_grad_(True)
+    loss = term.prefix_loss(states, target.expand(4, -1, -1))
+    loss.backward()
+    assert loss > 1e-4 and states.grad.abs().sum() > 0 and term.evaluations == 2 * 4 + 2 * 4
+    assert all(p.grad is None for p in term.unet.parameters())  # the UNet stays frozen
+
+
+def test_the_outer_step_needs_the_adversarial_term(tmp_path):
+    from erase_diffusion.errors import UsageError
+
+    with pytest.raises(UsageError, match="--lambda_adversarial_unet 1.0 .* needs --adversarial_every > 0"):
+        main(parse_args([*QUICK, "--output_dir", str(tmp_path / "out"), "--adversarial_every", "0",
+                         "--lambda_adversarial_unet", "1"]))
+    assert not (tmp_path / "out").exists()
