@@ -18,7 +18,7 @@ from benchmarks.baselines import COLUMNS, eval_args, run_ours  # noqa: E402
 from benchmarks.common import RESULTS_DIR, append_results, table  # noqa: E402
 
 OFF = ["--no-mine_neighbours", "--vocabulary_captions", "0", "--no-pair_prompts", "--caption_noise", "0",
-       "--adversarial_every", "0", "--lambda_unet", "0"]
+       "--adversarial_every", "0", "--lambda_unet", "0", "--lambda_adversarial_unet", "0"]
 ROWS = {  # name: (label, flags); every row but "default" states each lever, so a change of default changes nothing here
     "paper": ("paper only (--objective paper)", ["--objective", "paper"]),
     "anchored": ("+ token-state terms (anchored)", ["--objective", "anchored", *OFF]),
@@ -40,6 +40,9 @@ ROWS = {  # name: (label, flags); every row but "default" states each lever, so 
     "no_unconditional": ("default, '' not kept (--no-keep_unconditional)", ["--no-keep_unconditional"]),
     "concept_weight_1": ("default, concept vectors at weight 1", ["--adversarial_concept_weight", "1"]),
     "inner_steps_2": ("default, 2 inner attack steps", ["--adversarial_steps", "2"]),
+    # the default plus one: AdvUnlearn's attack and outer step both through the frozen UNet (sixth round)
+    "unet_outer": ("default + UNet-space attack and outer step (λ 3000)", ["--adversarial_space", "unet",
+                                                                        "--lambda_adversarial_unet", "3000"]),
 }
 
 

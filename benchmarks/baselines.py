@@ -101,7 +101,8 @@ def run_ours(name, concepts, tmp, extra, args, ev, judge=True):
                                                               *args.erase_flags.split()]))
     with open(os.path.join(out, "erasure.json")) as f:
         costs = json.load(f)["costs"]
-    row = {"erase_wall": rec["process_wall"], "unet_evals": costs.get("unet_evals_data", 0), "costs": costs}
+    row = {"erase_wall": rec["process_wall"], "costs": costs,  # every UNet evaluation the erasure made, data and terms
+           "unet_evals": costs.get("unet_evals_data", 0) + costs.get("unet_evals_training", 0)}
     if judge:
         row.update(scores(judged(*paired_pipelines(model_path(), out), concepts, ev)))
     return row

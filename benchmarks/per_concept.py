@@ -10,6 +10,7 @@ attack suite), with the robust-erasure bars each row misses. Concept inversion's
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 
@@ -86,7 +87,7 @@ def main(args):
                                                             for r in rows], smoke=args.smoke)
     print(table(rows, [*COLUMNS, ("missed", "bars missed", None)]))
     # one plot per flag set, so a by-name run does not overwrite the default's
-    slug = "".join(c if c.isalnum() else "_" for c in args.erase_flags.strip()).strip("_")
+    slug = re.sub("_+", "_", "".join(c if c.isalnum() else "_" for c in args.erase_flags)).strip("_")
     png = os.path.join(args.results_dir, f"per_concept{'_' + slug if slug else ''}.png")
     plot(rows, png)
     print(f"results appended to {path}; plot: {png}")
