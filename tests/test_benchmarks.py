@@ -111,3 +111,16 @@ def test_per_concept_smoke_and_the_bars_it_checks(tmp_path):
             "in_prompt_kept": 0.95, "in_prompt_kept_base": 1.0, "discrete": 0.0, "soft_prompt": 0.1}
     assert per_concept.missed(good) == []
     assert per_concept.missed({**good, "retain": 0.97, "soft_prompt": 0.11}) == ["retain", "soft prompt > 10%"]
+
+
+def test_per_concept_averages_its_seeds_and_checks_the_bars_on_the_average(capsys):
+    rows = [{"method": "star s0", "seed": 0, "soft_prompt": 0.0, "retain": 1.0, "retain_base": 1.0, "costs": {}},
+            {"method": "star s1", "seed": 1, "soft_prompt": 0.25, "retain": 0.96, "retain_base": 1.0, "costs": {}}]
+    mean = per_concept.mean_row("star", rows)
+    assert mean["method"] == "star mean" and mean["measurement"] == "mean" and "seed" not in mean
+    assert mean["soft_prompt"] == 0.125 and mean["retain"] == 0.98 and mean["missed"] == "soft prompt > 10%"
+    assert per_concept.parse_args(["--seeds", "0,1, 2"]).seeds == [0, 1, 2]
+    assert per_concept.parse_args([]).seeds == [0]
+    with pytest.raises(SystemExit):
+        per_concept.parse_args(["--seeds", "0,x"])
+    assert "--seeds: '0,x': expected comma-separated integers" in capsys.readouterr().err
