@@ -70,8 +70,9 @@ def mean_row(concept, rows):
     return {**row, "missed": ", ".join(missed(row)) or "none"}
 
 
-def plot(rows, path):
-    """Grouped bars: one group per concept, one bar per judged share."""
+def plot(rows, path, seeds_of=None):
+    """Grouped bars: one group per concept, one bar per judged share; with `seeds_of` (mean row's method -> its seeds'
+    rows), whiskers from the lowest seed to the highest."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,7 +82,12 @@ def plot(rows, path):
     fig, ax = plt.subplots(figsize=(1.4 * len(rows) + 2, 3.6))
     for i, (key, name) in enumerate(SHOWN):
         xs = [k + (i - (len(SHOWN) - 1) / 2) * width for k in range(len(rows))]
-        ax.bar(xs, [r.get(key) or 0.0 for r in rows], width, label=name)
+        heights = [r.get(key) or 0.0 for r in rows]
+        spread = None
+        if seeds_of:
+            runs = [[s.get(key) or 0.0 for s in seeds_of[r["method"]]] for r in rows]
+            spread = [[h - min(v) for h, v in zip(heights, runs)], [max(v) - h for h, v in zip(heights, runs)]]
+        ax.bar(xs, heights, width, label=name, yerr=spread, error_kw={"elinewidth": 0.8, "capsize": 1.5})
     ax.set_xticks(range(len(rows)), [r["method"] for r in rows])
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("share of judged images / prompts")
@@ -97,7 +103,7 @@ def main(args):
         concepts = concepts[:1]
     ev = eval_args(args.smoke)
     seeds = args.seeds
-    rows, means = [], []
+    rows, means, seeds_of = [], [], {}
     with tempfile.TemporaryDirectory(prefix="erase-per-concept-") as tmp:
         for concept in concepts:
             done = []
@@ -110,6 +116,7 @@ def main(args):
             if len(seeds) > 1:
                 means.append(mean_row(concept, done))
                 rows.append(means[-1])
+                seeds_of[means[-1]["method"]] = done
     path = append_results(args.results_dir, "per_concept", [{"measurement": "row", "erase_flags": args.erase_flags, **r}
                                                             for r in rows], smoke=args.smoke)
     print(table(rows, [*COLUMNS, ("missed", "bars missed", None)]))
@@ -117,7 +124,7 @@ def main(args):
     named = args.erase_flags + (f" seeds {' '.join(map(str, seeds))}" if len(seeds) > 1 else "")
     slug = re.sub("_+", "_", "".join(c if c.isalnum() else "_" for c in named)).strip("_")
     png = os.path.join(args.results_dir, f"per_concept{'_' + slug if slug else ''}.png")
-    plot(means or rows, png)
+    plot(means or rows, png, seeds_of)
     print(f"results appended to {path}; plot: {png}")
     return {"rows": rows, "path": path, "plot": png}
 

@@ -113,12 +113,14 @@ def test_per_concept_smoke_and_the_bars_it_checks(tmp_path):
     assert per_concept.missed({**good, "retain": 0.97, "soft_prompt": 0.11}) == ["retain", "soft prompt > 10%"]
 
 
-def test_per_concept_averages_its_seeds_and_checks_the_bars_on_the_average(capsys):
+def test_per_concept_averages_its_seeds_and_checks_the_bars_on_the_average(capsys, tmp_path):
     rows = [{"method": "star s0", "seed": 0, "soft_prompt": 0.0, "retain": 1.0, "retain_base": 1.0, "costs": {}},
             {"method": "star s1", "seed": 1, "soft_prompt": 0.25, "retain": 0.96, "retain_base": 1.0, "costs": {}}]
     mean = per_concept.mean_row("star", rows)
     assert mean["method"] == "star mean" and mean["measurement"] == "mean" and "seed" not in mean
     assert mean["soft_prompt"] == 0.125 and mean["retain"] == 0.98 and mean["missed"] == "soft prompt > 10%"
+    per_concept.plot([mean], tmp_path / "seeds.png", {"star mean": rows})  # whiskers from the lowest seed to the highest
+    assert (tmp_path / "seeds.png").stat().st_size > 0
     assert per_concept.parse_args(["--seeds", "0,1, 2"]).seeds == [0, 1, 2]
     assert per_concept.parse_args([]).seeds == [0]
     with pytest.raises(SystemExit):
