@@ -64,9 +64,8 @@ def missed(row):
 
 def mean_row(concept, rows):
     """The seeds' rows of `concept` averaged (numbers only), with the bars the averages miss."""
-    keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"]
-    row = {"method": f"{concept} mean", "measurement": "mean", **{k: sum(r[k] for r in rows) / len(rows) for k in keys
-                                            if all(isinstance(r.get(k), (int, float)) for r in rows)}}
+    keys = [k for k, v in rows[0].items() if type(v) in (int, float) and k != "seed"]  # shares, seconds, counts
+    row = {"method": f"{concept} mean", "measurement": "mean", **{k: sum(r[k] for r in rows) / len(rows) for k in keys}}
     return {**row, "missed": ", ".join(missed(row)) or "none"}
 
 
@@ -102,18 +101,17 @@ def main(args):
     if args.smoke:
         concepts = concepts[:1]
     ev = eval_args(args.smoke)
-    seeds = args.seeds
     rows, means, seeds_of = [], [], {}
     with tempfile.TemporaryDirectory(prefix="erase-per-concept-") as tmp:
         for concept in concepts:
             done = []
-            for seed in seeds:
-                name = concept if len(seeds) == 1 else f"{concept} s{seed}"
+            for seed in args.seeds:
+                name = concept if len(args.seeds) == 1 else f"{concept} s{seed}"
                 print(f"== {name}", flush=True)
                 row = {"method": name, "seed": seed, **run_ours(name, [concept], tmp, ["--seed", str(seed)], args, ev)}
                 done.append({**row, "missed": ", ".join(missed(row)) or "none"})
             rows += done
-            if len(seeds) > 1:
+            if len(args.seeds) > 1:
                 means.append(mean_row(concept, done))
                 rows.append(means[-1])
                 seeds_of[means[-1]["method"]] = done
@@ -121,7 +119,7 @@ def main(args):
                                                             for r in rows], smoke=args.smoke)
     print(table(rows, [*COLUMNS, ("missed", "bars missed", None)]))
     # one plot per flag set, so a by-name run does not overwrite the default's
-    named = args.erase_flags + (f" seeds {' '.join(map(str, seeds))}" if len(seeds) > 1 else "")
+    named = args.erase_flags + (f" seeds {' '.join(map(str, args.seeds))}" if len(args.seeds) > 1 else "")
     slug = re.sub("_+", "_", "".join(c if c.isalnum() else "_" for c in named)).strip("_")
     png = os.path.join(args.results_dir, f"per_concept{'_' + slug if slug else ''}.png")
     plot(means or rows, png, seeds_of)

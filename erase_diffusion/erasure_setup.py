@@ -275,8 +275,8 @@ def prepare(args, accelerator, on_phase=lambda name: None):
     text, neighbours = caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
     seconds["captions"] = time.perf_counter() - t
     unet_term = None
-    unet_attack = args.adversarial_every and (args.adversarial_space == "unet" or args.lambda_adversarial_unet > 0)
-    if args.objective == "anchored" and (args.lambda_unet > 0 or unet_attack):  # before the encoder trains: original
+    unet_adversarial = args.adversarial_every and (args.adversarial_space == "unet" or args.lambda_adversarial_unet > 0)
+    if args.objective == "anchored" and (args.lambda_unet > 0 or unet_adversarial):  # before the encoder trains: original
         from .unet_term import UNetTerm
 
         with torch.no_grad():
