@@ -59,15 +59,18 @@ class Adversaries:
                                        torch.zeros_like(rows))
             picks = torch.randint(1, ids.shape[1] // 2, (len(ids), PREFIX), generator=generator)
             self.prefix = rows.gather(1, picks.unsqueeze(-1).expand(-1, -1, rows.shape[-1])).clone()
+            self.prefix_unet = self.prefix.clone()  # the UNet-space set (--unet_adversaries) starts where this one does
 
     def state_dict(self):
-        return {"adversaries.concept": self.concept.contiguous(), "adversaries.prefix": self.prefix.contiguous()}
+        return {"adversaries.concept": self.concept.contiguous(), "adversaries.prefix": self.prefix.contiguous(),
+                "adversaries.prefix_unet": self.prefix_unet.contiguous()}
 
     def load_state_dict(self, state):
         self.concept, self.prefix = state["adversaries.concept"], state["adversaries.prefix"]
+        self.prefix_unet = state["adversaries.prefix_unet"]
 
     def loss(self, model, ids, idx, filler_id, targets, steps, lr, concept_weight=1.0, unet_term=None,
-             outer_unet=None):
+             outer_unet=None, unet_captions=0):
         """The outer losses on the batch `idx` of forget captions (`ids` their tokens; `targets` from
         FeatureCache.adversarial_targets), after `steps` more inner steps on each of their adversarial inputs:
         {'adversarial': the text-space term, 'adversarial_unet': the UNet-space one, with `outer_unet`}. With
@@ -76,7 +79,9 @@ class Adversaries:
         `concept_weight` against the prefix part. With `outer_unet` (a UNetTerm), the prefixed states must also make
         the frozen UNet predict what the target states make it predict: state distances weigh every direction alike,
         and the states the soft-prompt attack finds sit nearer the anchor's than the concept's yet draw the concept
-        (benchmarks/README.md, sixth round).
+        (benchmarks/README.md, sixth round). With `unet_captions` > 0 the outer step reads a second prefix set
+        instead, on the batch's first `unet_captions` captions, attacked with the UNet's denoising loss: the text-space
+        set keeps what it guards, and the UNet-space one finds the prefixes that really draw the concept.
 
         A prefixed caption's target is the original's states of the anchored caption behind a neutral filler prefix,
         position for position: the encoder unlearns what the prefix adds, and need not learn to read a caption five
@@ -106,6 +111,14 @@ class Adversaries:
         states = encode(model, shifted, adv, pmask)
         terms.append(F.mse_loss(states, targets.prefix_anchor))
         out = {"adversarial": sum(terms) / len(terms)}
+        goal = targets.prefix_anchor
+        if outer_unet is not None and unet_captions:  # a second prefix set, attacked through the UNet itself
+            n = min(unet_captions, len(idx))
+            start = self.prefix_unet[idx[:n]].reshape(-1, self.prefix.shape[-1])
+            adv = inner_attack(model, shifted[:n], pmask[:n], None, start, steps, lr,
+                               objective=outer_unet.denoising_objective(n))
+            self.prefix_unet[idx[:n]] = adv.view(n, PREFIX, -1)
+            states, goal = encode(model, shifted[:n], adv, pmask[:n]), goal[:n]
         if outer_unet is not None:
-            out["adversarial_unet"] = outer_unet.prefix_loss(states, targets.prefix_anchor)
+            out["adversarial_unet"] = outer_unet.prefix_loss(states, goal)
         return out

@@ -44,7 +44,7 @@ def validate_args(args):
         args.max_train_steps = STEPS_PER_CONCEPT * len(args.concept)
     for name in ("lambda_retain", "lambda_forget", "lambda_consistency", "lambda_preserve", "lambda_anchor",
                  "lambda_adversarial", "adversarial_concept_weight", "adversarial_every", "data_guidance_scale",
-                 "lambda_unet", "lambda_adversarial_unet"):
+                 "lambda_unet", "lambda_adversarial_unet", "unet_adversaries", "lambda_pair_guard"):
         if getattr(args, name) is not None and getattr(args, name) < 0:
             raise UsageError(f"--{name} {getattr(args, name)} must be >= 0")
     if args.learning_rate is None:
@@ -59,7 +59,7 @@ def validate_args(args):
         raise UsageError(f"--caption_noise {args.caption_noise} must be a share within [0, 1]")
     for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "num_forget_images",
                  "num_retain_images", "text_batch_size", "adversarial_steps", "data_inference_steps", "unet_batch_size",
-                 "adversarial_batch_size"):
+                 "adversarial_batch_size", "unet_adversarial_every", "pair_guard_captions"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:  # None: per data source (data_defaults)
             raise UsageError(f"--{name} {getattr(args, name)} must be a positive integer")
     if args.optimizer_in_backward and args.gradient_accumulation_steps > 1:
@@ -257,6 +257,12 @@ def prepare(args, accelerator, on_phase=lambda name: None):
     if args.lambda_adversarial_unet and not args.adversarial_every:
         raise UsageError(f"--lambda_adversarial_unet {args.lambda_adversarial_unet} is the adversarial term's outer step: "
                          "it needs --adversarial_every > 0 and --objective anchored")
+    if args.unet_adversaries and not args.lambda_adversarial_unet:
+        raise UsageError(f"--unet_adversaries {args.unet_adversaries} are unlearnt by the outer step through the UNet: "
+                         "they need --lambda_adversarial_unet > 0")
+    if args.lambda_pair_guard and not args.adversarial_every:
+        raise UsageError(f"--lambda_pair_guard {args.lambda_pair_guard} runs on the adversarial term's steps: it needs "
+                         "--adversarial_every > 0 and --objective anchored")
     concepts, retain, anchor = resolve_concepts(args, family)
     data_defaults(args, family)
     on_phase("data")
@@ -275,14 +281,16 @@ def prepare(args, accelerator, on_phase=lambda name: None):
     text, neighbours = caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
     seconds["captions"] = time.perf_counter() - t
     unet_term = None
-    unet_adversarial = args.adversarial_every and (args.adversarial_space == "unet" or args.lambda_adversarial_unet > 0)
+    unet_adversarial = args.adversarial_every and (args.adversarial_space == "unet" or args.lambda_adversarial_unet > 0
+                                                   or args.lambda_pair_guard > 0)
     if args.objective == "anchored" and (args.lambda_unet > 0 or unet_adversarial):  # before the encoder trains: original
         from .unet_term import UNetTerm
 
         with torch.no_grad():
             anchor_states = encoders[0].text(encoders[0].text_encoder, encoders[0].tokenize(forget.anchored))[0]
+        pair_width = world.PAIR_SIZE[0] // world.PAIR_SIZE[1] if family == "miniature" else 1
         unet_term = UNetTerm(args.pretrained_model_name_or_path, forget.images, anchor_states, args.unet_batch_size,
-                             args.seed)
+                             args.seed, pair_width)
     on_phase("caching")
     t = time.perf_counter()
     cache, name_ids, adversaries = [], [], []

@@ -31,10 +31,18 @@ def object_phrase(caption):
     return re.sub(r"^(a |an )?(picture|image|drawing|photo|painting|close-up photo) of ", "", caption)
 
 
+PAIR_JOIN = " and "
+
+
 def pair(first, second):
     """Two captions as one two-object caption: "a red triangle" + "a blue circle" -> "a red triangle and a blue
     circle" (the second keeps only its object phrase)."""
-    return f"{first} and {object_phrase(second)}"
+    return f"{first}{PAIR_JOIN}{object_phrase(second)}"
+
+
+def is_pair(caption):
+    """Whether `caption` names two objects as `pair` joins them."""
+    return PAIR_JOIN in caption
 
 
 def vocabulary_captions(captions, names, words, n, rng, replace=True):

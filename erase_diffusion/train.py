@@ -24,6 +24,7 @@ from erase_diffusion.erasure_setup import prepare, validate_args
 from erase_diffusion.erasure_outputs import write_outputs
 from erase_diffusion.errors import UsageError
 from erase_diffusion.optimizer import build_optimizer
+from erase_diffusion.prompts import is_pair
 from erase_diffusion.retain_cache import DEFAULT_DIR as RETAIN_CACHE
 from erase_diffusion.used_rows import merge_used_rows
 
@@ -72,6 +73,10 @@ def parse_args(argv=None):
     g.add_argument("--lambda_adversarial", type=float, default=300.0, help="Weight of the adversarial term.")
     g.add_argument("--lambda_adversarial_unet", type=float, default=0.0, help="Weight of AdvUnlearn's outer step through the frozen UNet: under the prefix adversaries, the erased encoder's conditioning must make the UNet predict on the concept's images what the anchored caption makes it predict (0: off; 2 UNet evaluations per attacked caption). Measured with --adversarial_space unet: the star's soft-prompt ASR 67 %% -> 42 %% at 1000, 17 %% at 3000, but over all six shapes at 3000 it missed 10 robust-erasure bars against the default's 5 (soft prompt worse for triangle, heart, cross; kept objects beside the concept 55-95 %%) at ~2.3x the time (benchmarks/README.md, sixth round): off by default.")
     g.add_argument("--lambda_unet", type=float, default=0.0, help="Weight of the UNet-aware term: through the frozen UNet, forget captions must predict the noise the anchored caption does on the concept's images (0: off; unet_term.py).")
+    g.add_argument("--unet_adversaries", type=int, default=0, help="Captions per adversarial step that also get a second prefix adversary, fitted through the frozen UNet's denoising loss on the concept's images (the soft-prompt attack itself) and unlearnt by the outer step through the UNet (--lambda_adversarial_unet, which then reads this set; the text-space adversaries stay as they are). 0: off; per caption and attack, one UNet evaluation and backward pass per inner step, and the outer step's two evaluations and backward pass.")
+    g.add_argument("--unet_adversarial_every", type=int, default=1, help="Run the UNet-space adversaries, the UNet outer step and the two-object guard on every N-th adversarial step only: their UNet passes are most of their cost, and the adversaries persist between attacks.")
+    g.add_argument("--lambda_pair_guard", type=float, default=0.0, help="Weight of the two-object guard through the frozen UNet, run on the adversarial term's steps: two-object forget captions ('a red star and a yellow circle') must make the UNet predict on pure noise, at the timesteps where layout is decided, what their anchored captions make the original predict (0: off).")
+    g.add_argument("--pair_guard_captions", type=int, default=8, help="Two-object forget captions per guard step (2 UNet evaluations and a backward pass each).")
     g.add_argument("--unet_batch_size", type=int, default=8, help="Forget images per step in the UNet-aware term (each costs 2 UNet evaluations and a backward pass).")
     g = p.add_argument_group("what learns")
     g.add_argument("--train_vision_tower", action="store_true", help="Also unlearn the vision tower (the paper's full-CLIP setting); disables feature caching.")
@@ -138,8 +143,9 @@ def step_batch(args, setup, k, rank):
                            adv=batch_indices(setup.text["core"], args.adversarial_batch_size, args.seed + 4, k, rank))
 
 
-def step_loss(args, setup, models, batch, adversarial=False):
-    """The objective on one step's batches, summed over the text encoders; returns (loss, logs, encoder rows run)."""
+def step_loss(args, setup, models, batch, adversarial=False, unet_adversarial=False):
+    """The objective on one step's batches, summed over the text encoders; returns (loss, logs, encoder rows run).
+    `adversarial`: the adversarial term runs this step; `unet_adversarial`: its parts through the UNet too."""
     terms, rows = {}, 0
     for k, enc in enumerate(setup.encoders):
         model, cache = models[enc.name], setup.cache[k]
@@ -166,8 +172,13 @@ def step_loss(args, setup, models, batch, adversarial=False):
                     model, ids, batch.adv, placeholder_id(enc.tokenizer), cache.adversarial_targets(batch.adv),
                     args.adversarial_steps, args.adversarial_lr, args.adversarial_concept_weight,
                     setup.unet_term if args.adversarial_space == "unet" else None,
-                    setup.unet_term if args.lambda_adversarial_unet > 0 and k == 0 else None))
+                    setup.unet_term if args.lambda_adversarial_unet > 0 and k == 0 and unet_adversarial else None,
+                    args.unet_adversaries))
                 rows += len(ids) * (2 * args.adversarial_steps + 2)
+            if unet_adversarial and args.lambda_pair_guard > 0 and k == 0:
+                two = [i for i, c in enumerate(batch.tf.tolist()) if is_pair(setup.text["forget"][c])]
+                two = torch.tensor(two[:args.pair_guard_captions], dtype=torch.long)
+                part["pair_guard"] = setup.unet_term.pair_guard(tf_states[two], orig.anchor_states[two])
             if args.lambda_unet > 0 and k == 0:
                 f_states = enc.text(model, pairs[0][:args.unet_batch_size])[0]
                 part["unet"] = setup.unet_term.loss(batch.f, f_states)
@@ -175,7 +186,8 @@ def step_loss(args, setup, models, batch, adversarial=False):
             terms[name] = terms.get(name, 0.0) + v
     weights = {"retain": args.lambda_retain, "forget": args.lambda_forget, "consistency": args.lambda_consistency,
                "preserve": args.lambda_preserve, "anchor": args.lambda_anchor, "adversarial": args.lambda_adversarial,
-               "adversarial_unet": args.lambda_adversarial_unet, "unet": args.lambda_unet}
+               "adversarial_unet": args.lambda_adversarial_unet, "unet": args.lambda_unet,
+               "pair_guard": args.lambda_pair_guard}
     loss, logs = losses.total_loss(terms, weights)
     return loss, logs, rows
 
@@ -245,7 +257,8 @@ def main(args, on_phase=None):
                     k = (step * args.gradient_accumulation_steps + micro) * accelerator.num_processes
                     batch = step_batch(args, setup, k, accelerator.process_index)
                     adversarial = bool(args.adversarial_every) and step % args.adversarial_every == 0
-                    loss, logs, rows = step_loss(args, setup, models, batch, adversarial)
+                    unet_adversarial = adversarial and step % (args.adversarial_every * args.unet_adversarial_every) == 0
+                    loss, logs, rows = step_loss(args, setup, models, batch, adversarial, unet_adversarial)
                     costs["text_encoder_forward_backward"] += rows
                 accelerator.backward(loss)
                 optimizer.step()

@@ -9,7 +9,8 @@ the UNet's prediction, so it weighs each state by how much the UNet reads it. It
 and a backward pass through the UNet (counted in erasure.json's costs).
 
 The same frozen UNet serves the adversarial term (adversarial.py): as the soft-prompt attacker's objective
-(--adversarial_space unet) and as its outer step (--lambda_adversarial_unet, `prefix_loss`).
+(--adversarial_space unet, --unet_adversaries), as its outer step (--lambda_adversarial_unet, `prefix_loss`), and as
+the guard of two-object prompts while that step runs (--lambda_pair_guard, `pair_guard`).
 """
 
 import torch
@@ -25,10 +26,14 @@ def pixels(images, size):
     return torch.from_numpy(arr / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()
 
 
-class UNetTerm:
-    """The frozen UNet, the forget images' latents and the anchored captions' original states."""
+LAYOUT_T = 600  # of 1000 DDPM steps: above it the noise still decides where each object goes, below it their detail
 
-    def __init__(self, base, forget_images, anchor_states, batch_size, seed):
+
+class UNetTerm:
+    """The frozen UNet, the forget images' latents and the anchored captions' original states. `pair_width`: how many
+    times wider than one object a two-object scene is drawn (the miniature's: 2; real SD draws both in one frame)."""
+
+    def __init__(self, base, forget_images, anchor_states, batch_size, seed, pair_width=1):
         self.unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet").eval().requires_grad_(False)
         vae = AutoencoderKL.from_pretrained(base, subfolder="vae").eval()
         self.scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
@@ -39,6 +44,7 @@ class UNetTerm:
                                       for i in range(0, len(x), 64)]) * vae.config.scaling_factor
         self.anchor_states = anchor_states
         self.batch_size = batch_size
+        self.pair_width = pair_width
         self.generator = torch.Generator().manual_seed(seed)
         self.evaluations = 0
 
@@ -77,4 +83,15 @@ class UNetTerm:
         """AdvUnlearn's outer step through the UNet: under the prefix adversaries' `states`, the UNet must predict on
         random concept latents what it predicts under the original's anchored caption behind a filler prefix."""
         x_t, t, _ = self.noisy(torch.randint(len(self.latents), (len(states),), generator=self.generator))
+        return self.match(x_t, t, states, target_states)
+
+    def pair_guard(self, states, target_states):
+        """The two-object guard: under the erased encoder's `states` of two-object forget captions, the UNet must
+        predict on pure noise what it predicts under the original's anchored captions (`target_states`), at the
+        timesteps where a scene's layout is decided (>= LAYOUT_T), on latents as wide as the family draws two objects.
+        Without it the outer step through the UNet swapped two-object layouts ("a red star and a yellow circle" drew
+        the circle left; benchmarks/README.md, seventh round)."""
+        c, h, w = self.latents.shape[1:]
+        x_t = torch.randn((len(states), c, h, w * self.pair_width), generator=self.generator)
+        t = torch.randint(LAYOUT_T, self.scheduler.config.num_train_timesteps, (len(states),), generator=self.generator)
         return self.match(x_t, t, states, target_states)

@@ -17,15 +17,18 @@ def test_every_lever_runs_and_is_recorded_with_its_cost(tmp_path):
     out = tmp_path / "out"
     record = main(parse_args([*QUICK, "--output_dir", str(out), "--mine_neighbours", "--pair_prompts",
                               "--caption_noise", "0.3", "--adversarial_every", "2", "--lambda_unet", "1",
-                              "--lambda_adversarial_unet", "1"]))["record"]
+                              "--lambda_adversarial_unet", "1", "--unet_adversaries", "4", "--lambda_pair_guard", "1",
+                              "--pair_guard_captions", "2"]))["record"]
     assert all(record["levers"][k] for k in ("token_state_terms", "mine_neighbours", "pair_prompts", "adversarial",
-                                             "adversarial_unet", "unet_term"))
+                                             "adversarial_unet", "unet_term", "pair_guard"))
+    assert record["levers"]["unet_adversaries"] == 4
     assert record["levers"]["caption_noise"] == 0.3 and "triangle" in record["neighbours"]
     assert record["levers"]["keep_unconditional"] and record["levers"]["adversarial_concept_weight"] == 0.3
     assert set(record["final_losses"]) >= {"forget", "retain", "consistency", "preserve", "anchor", "unet"}
     costs = record["costs"]
-    # the UNet-aware term: 4 steps x 2 evaluations x 8 images; the outer step: 2 attacks x 16 captions x 2
-    assert costs["optimizer_steps"] == 4 and costs["unet_evals_training"] == 4 * 2 * 8 + 2 * 16 * 2
+    # the UNet-aware term: 4 steps x 2 evaluations x 8 images; 2 attacks, each: the UNet-space adversaries' 4 inner
+    # steps x 4 captions, the outer step on them (4 captions x 2), the two-object guard (2 captions x 2)
+    assert costs["optimizer_steps"] == 4 and costs["unet_evals_training"] == 4 * 2 * 8 + 2 * (4 * 4 + 4 * 2 + 2 * 2)
     assert costs["text_encoder_forward_backward"] > 0 and costs["unet_evals_data"] == 0  # the renderer costs no UNet
     card = (out / "README.md").read_text()
     assert "mine_neighbours" in card and "unet_evals_training" in card
@@ -118,10 +121,47 @@ def test_the_outer_step_through_the_unet_is_zero_only_where_the_unet_reads_the_t
     assert all(p.grad is None for p in term.unet.parameters())  # the UNet stays frozen
 
 
-def test_the_outer_step_needs_the_adversarial_term(tmp_path):
+def test_the_unet_parts_run_on_every_nth_attack_only(tmp_path):
+    """--unet_adversarial_every 2: of the attacks at steps 0 and 2, only the first runs the UNet."""
+    record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "out"), "--adversarial_every", "2",
+                              "--lambda_adversarial_unet", "1", "--unet_adversaries", "4", "--lambda_pair_guard", "1",
+                              "--pair_guard_captions", "2", "--unet_adversarial_every", "2"]))["record"]
+    assert record["costs"]["unet_evals_training"] == 4 * 4 + 4 * 2 + 2 * 2
+
+
+def test_the_two_object_guard_reads_wide_scenes_and_is_zero_only_at_the_anchored_caption():
+    from erase_diffusion.families import load_encoders
+    from erase_diffusion.miniature import clip_path, model_path, world
+    from erase_diffusion.unet_term import UNetTerm
+
+    enc = load_encoders(model_path(), "miniature", [clip_path()])[0]
+    with torch.no_grad():
+        target, other = enc.text_encoder(enc.tokenize(["a red blob and a blue circle",
+                                                       "a blue circle and a red blob"]))[0].split(1)
+    images = [world.render("triangle", "red", random.Random(k)) for k in range(2)]
+    term = UNetTerm(model_path(), images, target.expand(2, -1, -1), batch_size=2, seed=0, pair_width=2)
+    seen = []
+    hook = term.unet.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape)))
+    assert term.pair_guard(target.expand(2, -1, -1), target.expand(2, -1, -1)) < 1e-10
+    hook.remove()
+    height, width = term.latents.shape[-2:]
+    assert seen and all(shape[-2:] == (height, 2 * width) for shape in seen)
+    states = other.expand(2, -1, -1).clone().requires_grad_(True)
+    loss = term.pair_guard(states, target.expand(2, -1, -1))  # the same objects, the layout swapped
+    loss.backward()
+    assert loss > 1e-4 and states.grad.abs().sum() > 0 and term.evaluations == 2 * 2 + 2 * 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--adversarial_every", "0", "--lambda_adversarial_unet", "1"],
+     "--lambda_adversarial_unet 1.0 .* needs --adversarial_every > 0"),
+    (["--adversarial_every", "2", "--lambda_adversarial_unet", "0", "--unet_adversaries", "8"],
+     "--unet_adversaries 8 are unlearnt by the outer step .* need --lambda_adversarial_unet > 0"),
+    (["--adversarial_every", "0", "--lambda_pair_guard", "5"],
+     "--lambda_pair_guard 5.0 runs on the adversarial term's steps: it needs --adversarial_every > 0")])
+def test_the_outer_step_and_its_parts_need_what_they_build_on(tmp_path, flags, message):
     from erase_diffusion.errors import UsageError
 
-    with pytest.raises(UsageError, match="--lambda_adversarial_unet 1.0 .* needs --adversarial_every > 0"):
-        main(parse_args([*QUICK, "--output_dir", str(tmp_path / "out"), "--adversarial_every", "0",
-                         "--lambda_adversarial_unet", "1"]))
+    with pytest.raises(UsageError, match=message):
+        main(parse_args([*QUICK, "--output_dir", str(tmp_path / "out"), *flags]))
     assert not (tmp_path / "out").exists()
