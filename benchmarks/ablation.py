@@ -18,7 +18,8 @@ from benchmarks.baselines import COLUMNS, eval_args, run_ours  # noqa: E402
 from benchmarks.common import RESULTS_DIR, append_results, table  # noqa: E402
 
 OFF = ["--no-mine_neighbours", "--vocabulary_captions", "0", "--no-pair_prompts", "--caption_noise", "0",
-       "--adversarial_every", "0", "--lambda_unet", "0", "--lambda_adversarial_unet", "0"]
+       "--adversarial_every", "0", "--lambda_unet", "0", "--lambda_adversarial_unet", "0", "--unet_adversaries", "0",
+       "--lambda_pair_guard", "0"]
 ROWS = {  # name: (label, flags); every row but "default" states each lever, so a change of default changes nothing here
     "paper": ("paper only (--objective paper)", ["--objective", "paper"]),
     "anchored": ("+ token-state terms (anchored)", ["--objective", "anchored", *OFF]),
@@ -43,6 +44,9 @@ ROWS = {  # name: (label, flags); every row but "default" states each lever, so 
     # the default plus one: AdvUnlearn's attack and outer step both through the frozen UNet (sixth round)
     "unet_outer": ("default + UNet-space attack and outer step (λ 3000)", ["--adversarial_space", "unet",
                                                                         "--lambda_adversarial_unet", "3000"]),
+    # the default plus a second, UNet-space prefix set for that outer step, and the two-object guard (seventh round)
+    "unet_set": ("default + UNet-space prefix set, outer step (λ 3000), two-object guard (λ 10,000)",
+                 ["--lambda_adversarial_unet", "3000", "--unet_adversaries", "8", "--lambda_pair_guard", "10000"]),
 }
 
 
