@@ -67,7 +67,8 @@ class Adversaries:
 
     def load_state_dict(self, state):
         self.concept, self.prefix = state["adversaries.concept"], state["adversaries.prefix"]
-        self.prefix_unet = state["adversaries.prefix_unet"]
+        # checkpoints from before the UNet-space set hold none: it starts where the text-space one stands
+        self.prefix_unet = state.get("adversaries.prefix_unet", self.prefix.clone())
 
     def loss(self, model, ids, idx, filler_id, targets, steps, lr, concept_weight=1.0, unet_term=None,
              outer_unet=None, unet_captions=0):

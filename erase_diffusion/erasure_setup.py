@@ -260,9 +260,9 @@ def prepare(args, accelerator, on_phase=lambda name: None):
     if args.unet_adversaries and not args.lambda_adversarial_unet:
         raise UsageError(f"--unet_adversaries {args.unet_adversaries} are unlearnt by the outer step through the UNet: "
                          "they need --lambda_adversarial_unet > 0")
-    if args.lambda_pair_guard and not args.adversarial_every:
-        raise UsageError(f"--lambda_pair_guard {args.lambda_pair_guard} runs on the adversarial term's steps: it needs "
-                         "--adversarial_every > 0 and --objective anchored")
+    if args.lambda_pair_guard and not (args.adversarial_every and args.pair_prompts):
+        raise UsageError(f"--lambda_pair_guard {args.lambda_pair_guard} runs on the adversarial term's steps and reads "
+                         "two-object captions: it needs --adversarial_every > 0, --pair_prompts and --objective anchored")
     concepts, retain, anchor = resolve_concepts(args, family)
     data_defaults(args, family)
     on_phase("data")

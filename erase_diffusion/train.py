@@ -174,11 +174,13 @@ def step_loss(args, setup, models, batch, adversarial=False, unet_adversarial=Fa
                     setup.unet_term if args.adversarial_space == "unet" else None,
                     setup.unet_term if args.lambda_adversarial_unet > 0 and k == 0 and unet_adversarial else None,
                     args.unet_adversaries))
-                rows += len(ids) * (2 * args.adversarial_steps + 2)
+                unet_set = min(args.unet_adversaries, len(ids)) if unet_adversarial and k == 0 else 0
+                rows += (len(ids) + unet_set) * (2 * args.adversarial_steps + 2)
             if unet_adversarial and args.lambda_pair_guard > 0 and k == 0:
                 two = [i for i, c in enumerate(batch.tf.tolist()) if is_pair(setup.text["forget"][c])]
-                two = torch.tensor(two[:args.pair_guard_captions], dtype=torch.long)
-                part["pair_guard"] = setup.unet_term.pair_guard(tf_states[two], orig.anchor_states[two])
+                if two:  # a batch may draw none
+                    two = torch.tensor(two[:args.pair_guard_captions], dtype=torch.long)
+                    part["pair_guard"] = setup.unet_term.pair_guard(tf_states[two], orig.anchor_states[two])
             if args.lambda_unet > 0 and k == 0:
                 f_states = enc.text(model, pairs[0][:args.unet_batch_size])[0]
                 part["unet"] = setup.unet_term.loss(batch.f, f_states)
@@ -257,7 +259,8 @@ def main(args, on_phase=None):
                     k = (step * args.gradient_accumulation_steps + micro) * accelerator.num_processes
                     batch = step_batch(args, setup, k, accelerator.process_index)
                     adversarial = bool(args.adversarial_every) and step % args.adversarial_every == 0
-                    unet_adversarial = adversarial and step % (args.adversarial_every * args.unet_adversarial_every) == 0
+                    every = args.adversarial_every * args.unet_adversarial_every
+                    unet_adversarial = adversarial and step % every == 0
                     loss, logs, rows = step_loss(args, setup, models, batch, adversarial, unet_adversarial)
                     costs["text_encoder_forward_backward"] += rows
                 accelerator.backward(loss)

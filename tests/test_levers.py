@@ -158,7 +158,9 @@ def test_the_two_object_guard_reads_wide_scenes_and_is_zero_only_at_the_anchored
     (["--adversarial_every", "2", "--lambda_adversarial_unet", "0", "--unet_adversaries", "8"],
      "--unet_adversaries 8 are unlearnt by the outer step .* need --lambda_adversarial_unet > 0"),
     (["--adversarial_every", "0", "--lambda_pair_guard", "5"],
-     "--lambda_pair_guard 5.0 runs on the adversarial term's steps: it needs --adversarial_every > 0")])
+     "--lambda_pair_guard 5.0 runs on the adversarial term's steps .* needs --adversarial_every > 0, --pair_prompts"),
+    (["--adversarial_every", "2", "--no-pair_prompts", "--lambda_pair_guard", "5"],
+     "--lambda_pair_guard 5.0 .* reads two-object captions: it needs .* --pair_prompts")])
 def test_the_outer_step_and_its_parts_need_what_they_build_on(tmp_path, flags, message):
     from erase_diffusion.errors import UsageError
 
