@@ -105,7 +105,8 @@ def levers(args):
             "adversarial_concept_weight": args.adversarial_concept_weight if anchored and args.adversarial_every else 0.0,
             "adversarial_unet": (outer := anchored and bool(args.adversarial_every) and args.lambda_adversarial_unet > 0),
             "unet_adversaries": args.unet_adversaries if outer else 0,
-            "pair_guard": anchored and bool(args.adversarial_every) and args.lambda_pair_guard > 0,
+            "pair_guard": (guard := anchored and bool(args.adversarial_every) and args.lambda_pair_guard > 0),
+            "pair_guard_latents": args.pair_guard_latents if guard else None,
             "unet_term": anchored and args.lambda_unet > 0}
 
 

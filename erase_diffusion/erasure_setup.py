@@ -4,6 +4,7 @@ All of it happens before --output_dir is touched, so bad input leaves nothing be
 """
 
 import os
+import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from .features import FeatureCache
 from .host_memory import pin_mmap_threshold
 from .miniature import world
 from .miniature import model_path as miniature_path
-from .prompts import token_state_sets
+from .prompts import is_pair, token_state_sets
 from .used_rows import train_used_rows
 from .versions import check_lora_support
 
@@ -237,6 +238,18 @@ def caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
     return {"forget": f, "anchored": a, "retain": r, "core": len(forget_captions)}, neighbours
 
 
+def pair_scenes(forget_captions, anchored, seed):
+    """{index: the renderer's drawing of the anchored twin} of every two-object forget caption (a colour the caption
+    leaves open is drawn at random): what the guard's target, the original under the anchored caption, draws."""
+    rng = random.Random(seed)
+    scenes = {}
+    for i, (caption, twin) in enumerate(zip(forget_captions, anchored)):
+        objects = world.parse(twin)
+        if is_pair(caption) and len(objects) == 2:
+            scenes[i] = world.render_scene([(shape, colour or rng.choice(world.COLOURS)) for shape, colour in objects], rng)
+    return scenes
+
+
 def name_token_ids(enc, concepts, neighbours):
     """Token ids that stand for the concepts: all of each concept's tokens, and single-token mined neighbours."""
     ids = [t for c in concepts for t in enc.tokenizer(c, add_special_tokens=False).input_ids]
@@ -263,6 +276,11 @@ def prepare(args, accelerator, on_phase=lambda name: None):
     if args.lambda_pair_guard and not (args.adversarial_every and args.pair_prompts):
         raise UsageError(f"--lambda_pair_guard {args.lambda_pair_guard} runs on the adversarial term's steps and reads "
                          "two-object captions: it needs --adversarial_every > 0, --pair_prompts and --objective anchored")
+    if args.pair_guard_latents == "scenes" and not args.lambda_pair_guard:
+        raise UsageError("--pair_guard_latents scenes sets what the two-object guard reads: it needs --lambda_pair_guard > 0")
+    if args.pair_guard_latents == "scenes" and data_source(args, family) != "renderer":
+        raise UsageError(f"--pair_guard_latents scenes draws two-object scenes with the miniature's renderer: it needs "
+                         f"--data_source renderer (got {data_source(args, family)}); use --pair_guard_latents noise")
     concepts, retain, anchor = resolve_concepts(args, family)
     data_defaults(args, family)
     on_phase("data")
@@ -289,8 +307,9 @@ def prepare(args, accelerator, on_phase=lambda name: None):
         with torch.no_grad():
             anchor_states = encoders[0].text(encoders[0].text_encoder, encoders[0].tokenize(forget.anchored))[0]
         pair_width = world.PAIR_SIZE[0] // world.PAIR_SIZE[1] if family == "miniature" else 1
+        scenes = pair_scenes(text["forget"], text["anchored"], args.seed) if args.pair_guard_latents == "scenes" else None
         unet_term = UNetTerm(args.pretrained_model_name_or_path, forget.images, anchor_states, args.unet_batch_size,
-                             args.seed, pair_width)
+                             args.seed, pair_width, scenes)
     on_phase("caching")
     t = time.perf_counter()
     cache, name_ids, adversaries = [], [], []

@@ -76,6 +76,7 @@ def parse_args(argv=None):
     g.add_argument("--unet_adversaries", type=int, default=0, help="Captions per adversarial step that also get a second prefix adversary, fitted through the frozen UNet's denoising loss on the concept's images (the soft-prompt attack itself) and unlearnt by the outer step through the UNet (--lambda_adversarial_unet, which then reads this set; the text-space adversaries stay as they are). 0: off; per caption and attack, one UNet evaluation and backward pass per inner step, and the outer step's two evaluations and backward pass. Measured at 8 with --lambda_adversarial_unet 3000 --lambda_pair_guard 10000 over six shapes and three seeds: soft-prompt ASR 24 -> 17 %% on average, kept objects beside the concept 94 -> 89 %%, 8-11 robust-erasure bars missed per seed against the default's 5-6, ~80 s an erasure (benchmarks/README.md, seventh round): off by default.")
     g.add_argument("--unet_adversarial_every", type=int, default=1, help="Run the UNet-space adversaries, the UNet outer step and the two-object guard on every N-th adversarial step only: their UNet passes are most of their cost, and the adversaries persist between attacks.")
     g.add_argument("--lambda_pair_guard", type=float, default=0.0, help="Weight of the two-object guard through the frozen UNet, run on the adversarial term's steps: two-object forget captions ('a red star and a yellow circle') must make the UNet predict on pure noise, at the timesteps where layout is decided, what their anchored captions make the original predict (0: off). With --unet_adversaries 8: the star's kept objects beside it 65 -> 90 %% at 3000; over six shapes 67 %% at 3000 and 93 %% at 10,000 (benchmarks/README.md, seventh round).")
+    g.add_argument("--pair_guard_latents", choices=["noise", "scenes"], default="noise", help="What the two-object guard's UNet reads: noise, pure noise at the timesteps where layout is decided (any base model); scenes, the miniature renderer's drawings of the anchored two-object captions, noised at every timestep (--data_source renderer only). On the default objective with --lambda_pair_guard 10000, scenes brought kept objects beside the concept from 85 %% to 95-100 %% (circle, cross), at a cost in soft-prompt and inversion ASR (benchmarks/README.md, eighth round).")
     g.add_argument("--pair_guard_captions", type=int, default=8, help="Two-object forget captions per guard step (2 UNet evaluations and a backward pass each).")
     g.add_argument("--unet_batch_size", type=int, default=8, help="Forget images per step in the UNet-aware term (each costs 2 UNet evaluations and a backward pass).")
     g = p.add_argument_group("what learns")
@@ -180,7 +181,8 @@ def step_loss(args, setup, models, batch, adversarial=False, unet_adversarial=Fa
                 two = [i for i, c in enumerate(batch.tf.tolist()) if is_pair(setup.text["forget"][c])]
                 if two:  # a batch may draw none
                     two = torch.tensor(two[:args.pair_guard_captions], dtype=torch.long)
-                    part["pair_guard"] = setup.unet_term.pair_guard(tf_states[two], orig.anchor_states[two])
+                    part["pair_guard"] = setup.unet_term.pair_guard(tf_states[two], orig.anchor_states[two],
+                                                                    batch.tf[two])
             if args.lambda_unet > 0 and k == 0:
                 f_states = enc.text(model, pairs[0][:args.unet_batch_size])[0]
                 part["unet"] = setup.unet_term.loss(batch.f, f_states)

@@ -19,29 +19,39 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
 
 def pixels(images, size):
-    """PIL images -> (N, 3, size, size) in [-1, 1], as the VAE reads them."""
+    """PIL images -> (N, 3, height, width) in [-1, 1], as the VAE reads them; `size`: a side, or (width, height)."""
     import numpy as np
 
-    arr = np.stack([np.asarray(im.convert("RGB").resize((size, size)), dtype=np.float32) for im in images])
+    size = size if isinstance(size, tuple) else (size, size)
+    arr = np.stack([np.asarray(im.convert("RGB").resize(size), dtype=np.float32) for im in images])
     return torch.from_numpy(arr / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()
 
 
 LAYOUT_T = 600  # of 1000 DDPM steps: above it the noise still decides where each object goes, below it their detail
 
 
+def encode_latents(vae, x):
+    """The VAE's latents (its posterior means, scaled) of pixels `x`, 64 at a time."""
+    with torch.no_grad():
+        return torch.cat([vae.encode(x[i:i + 64]).latent_dist.mean for i in range(0, len(x), 64)]) * vae.config.scaling_factor
+
+
 class UNetTerm:
     """The frozen UNet, the forget images' latents and the anchored captions' original states. `pair_width`: how many
-    times wider than one object a two-object scene is drawn (the miniature's: 2; real SD draws both in one frame)."""
+    times wider than one object a two-object scene is drawn (the miniature's: 2; real SD draws both in one frame).
+    `pair_scenes`: {two-object forget caption's index: a drawing of its anchored twin}, read by the guard instead of
+    pure noise."""
 
-    def __init__(self, base, forget_images, anchor_states, batch_size, seed, pair_width=1):
+    def __init__(self, base, forget_images, anchor_states, batch_size, seed, pair_width=1, pair_scenes=None):
         self.unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet").eval().requires_grad_(False)
         vae = AutoencoderKL.from_pretrained(base, subfolder="vae").eval()
         self.scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
         size = self.unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
-        with torch.no_grad():
-            x = pixels(forget_images, size)
-            self.latents = torch.cat([vae.encode(x[i:i + 64]).latent_dist.mean
-                                      for i in range(0, len(x), 64)]) * vae.config.scaling_factor
+        self.latents = encode_latents(vae, pixels(forget_images, size))
+        self.scene_rows, self.scene_latents = {}, None
+        if pair_scenes:
+            self.scene_rows = {k: row for row, k in enumerate(pair_scenes)}
+            self.scene_latents = encode_latents(vae, pixels(list(pair_scenes.values()), (size * pair_width, size)))
         self.anchor_states = anchor_states
         self.batch_size = batch_size
         self.pair_width = pair_width
@@ -85,12 +95,20 @@ class UNetTerm:
         x_t, t, _ = self.noisy(torch.randint(len(self.latents), (len(states),), generator=self.generator))
         return self.match(x_t, t, states, target_states)
 
-    def pair_guard(self, states, target_states):
+    def pair_guard(self, states, target_states, idx=None):
         """The two-object guard: under the erased encoder's `states` of two-object forget captions, the UNet must
         predict on pure noise what it predicts under the original's anchored captions (`target_states`), at the
         timesteps where a scene's layout is decided (>= LAYOUT_T), on latents as wide as the family draws two objects.
         Without it the outer step through the UNet swapped two-object layouts ("a red star and a yellow circle" drew
-        the circle left; benchmarks/README.md, seventh round)."""
+        the circle left; benchmarks/README.md, seventh round). With drawn scenes (`pair_scenes`) and the captions'
+        indices `idx`, it reads their drawings instead, noised at every timestep: on pure noise the prediction hardly
+        depends on the caption, and the default's two-object failures (a kept square drawn as a blob, two colours
+        swapped) are decided below LAYOUT_T too (benchmarks/README.md, eighth round)."""
+        if self.scene_latents is not None and idx is not None:
+            x0 = self.scene_latents[[self.scene_rows[int(i)] for i in idx]]
+            noise = torch.randn(x0.shape, generator=self.generator)
+            t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(x0),), generator=self.generator)
+            return self.match(self.scheduler.add_noise(x0, noise, t), t, states, target_states)
         c, h, w = self.latents.shape[1:]
         x_t = torch.randn((len(states), c, h, w * self.pair_width), generator=self.generator)
         t = torch.randint(LAYOUT_T, self.scheduler.config.num_train_timesteps, (len(states),), generator=self.generator)

@@ -152,7 +152,50 @@ def test_the_two_object_guard_reads_wide_scenes_and_is_zero_only_at_the_anchored
     assert loss > 1e-4 and states.grad.abs().sum() > 0 and term.evaluations == 2 * 2 + 2 * 2
 
 
+def test_the_guard_on_drawn_scenes_noises_each_captions_own_drawing(monkeypatch):
+    """--pair_guard_latents scenes: every two-object forget caption gets the renderer's drawing of its anchored twin,
+    and the guard noises that caption's drawing, not another's and not pure noise."""
+    from erase_diffusion.erasure_setup import pair_scenes
+    from erase_diffusion.evaluation.judge import Judge
+    from erase_diffusion.families import load_encoders
+    from erase_diffusion.miniature import clip_path, judge_path, model_path, world
+    from erase_diffusion.unet_term import UNetTerm
+
+    forget = ["a red triangle", "a red triangle and a blue circle", "a green square and a yellow triangle"]
+    anchored = ["a red blob", "a red blob and a blue circle", "a green square and a yellow blob"]
+    scenes = pair_scenes(forget, anchored, seed=0)
+    assert sorted(scenes) == [1, 2] and all(im.size == world.PAIR_SIZE for im in scenes.values())
+    verdicts = Judge(judge_path(model_path())).classify_scenes([scenes[1], scenes[2]])
+    assert [[(h["shape"], h["colour"]) for h in (v["left"], v["right"])] for v in verdicts] == [
+        [("blob", "red"), ("circle", "blue")], [("square", "green"), ("blob", "yellow")]]
+    enc = load_encoders(model_path(), "miniature", [clip_path()])[0]
+    with torch.no_grad():
+        target = enc.text_encoder(enc.tokenize(anchored[1:]))[0]
+    images = [world.render("triangle", "red", random.Random(k)) for k in range(2)]
+    term = UNetTerm(model_path(), images, target, batch_size=2, seed=0, pair_width=2, pair_scenes=scenes)
+    assert term.scene_latents.shape[-1] == 2 * term.latents.shape[-1]
+    clean = []
+    add_noise = term.scheduler.add_noise
+    monkeypatch.setattr(term.scheduler, "add_noise", lambda x0, noise, t: clean.append(x0) or add_noise(x0, noise, t))
+    assert term.pair_guard(target.flip(0), target.flip(0), idx=torch.tensor([2, 1])) < 1e-10
+    assert torch.equal(clean[0], term.scene_latents.flip(0))  # caption 2's drawing first, then caption 1's
+    loss = term.pair_guard(target, target.flip(0), idx=torch.tensor([1, 2]))  # each caption against the other's target
+    assert loss > 1e-4 and term.evaluations == 2 * 2 + 2 * 2
+
+
+def test_the_guard_on_drawn_scenes_runs_in_an_erasure_and_is_recorded(tmp_path):
+    record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "out"), "--adversarial_every", "2",
+                              "--lambda_pair_guard", "1", "--pair_guard_captions", "2",
+                              "--pair_guard_latents", "scenes"]))["record"]
+    assert record["levers"]["pair_guard"] and record["levers"]["pair_guard_latents"] == "scenes"
+    assert record["costs"]["unet_evals_training"] == 2 * (2 * 2)  # 2 attacks x 2 captions x 2 evaluations
+
+
 @pytest.mark.parametrize("flags, message", [
+    (["--adversarial_every", "2", "--pair_guard_latents", "scenes"],
+     "--pair_guard_latents scenes sets what the two-object guard reads: it needs --lambda_pair_guard > 0"),
+    (["--adversarial_every", "2", "--lambda_pair_guard", "5", "--pair_guard_latents", "scenes", "--data_source",
+      "generate"], "--pair_guard_latents scenes .* needs --data_source renderer \\(got generate\\)"),
     (["--adversarial_every", "0", "--lambda_adversarial_unet", "1"],
      "--lambda_adversarial_unet 1.0 .* needs --adversarial_every > 0"),
     (["--adversarial_every", "2", "--lambda_adversarial_unet", "0", "--unet_adversaries", "8"],
