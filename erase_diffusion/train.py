@@ -178,7 +178,8 @@ def step_loss(args, setup, models, batch, adversarial=False, unet_adversarial=Fa
                 unet_set = min(args.unet_adversaries, len(ids)) if unet_adversarial and k == 0 else 0
                 rows += (len(ids) + unet_set) * (2 * args.adversarial_steps + 2)
             if unet_adversarial and args.lambda_pair_guard > 0 and k == 0:
-                two = [i for i, c in enumerate(batch.tf.tolist()) if is_pair(setup.text["forget"][c])]
+                two = [i for i, c in enumerate(batch.tf.tolist())
+                       if is_pair(setup.text["forget"][c]) and setup.unet_term.guards(c)]
                 if two:  # a batch may draw none
                     two = torch.tensor(two[:args.pair_guard_captions], dtype=torch.long)
                     part["pair_guard"] = setup.unet_term.pair_guard(tf_states[two], orig.anchor_states[two],

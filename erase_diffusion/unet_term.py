@@ -95,6 +95,11 @@ class UNetTerm:
         x_t, t, _ = self.noisy(torch.randint(len(self.latents), (len(states),), generator=self.generator))
         return self.match(x_t, t, states, target_states)
 
+    def guards(self, caption):
+        """Whether the guard can read two-object forget caption `caption` (an index): with drawn scenes, only those
+        whose anchored twin names two objects the renderer draws (caption noise may drop one)."""
+        return self.scene_latents is None or caption in self.scene_rows
+
     def pair_guard(self, states, target_states, idx=None):
         """The two-object guard: under the erased encoder's `states` of two-object forget captions, the UNet must
         predict on pure noise what it predicts under the original's anchored captions (`target_states`), at the

@@ -186,9 +186,25 @@ def test_the_guard_on_drawn_scenes_noises_each_captions_own_drawing(monkeypatch)
 def test_the_guard_on_drawn_scenes_runs_in_an_erasure_and_is_recorded(tmp_path):
     record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "out"), "--adversarial_every", "2",
                               "--lambda_pair_guard", "1", "--pair_guard_captions", "2",
-                              "--pair_guard_latents", "scenes"]))["record"]
+                              "--pair_guard_latents", "scenes", "--caption_noise", "0.5"]))["record"]
     assert record["levers"]["pair_guard"] and record["levers"]["pair_guard_latents"] == "scenes"
     assert record["costs"]["unet_evals_training"] == 2 * (2 * 2)  # 2 attacks x 2 captions x 2 evaluations
+
+
+def test_the_guard_reads_only_captions_it_has_a_drawing_of():
+    from erase_diffusion.erasure_setup import pair_scenes
+    from erase_diffusion.miniature import model_path, world
+    from erase_diffusion.unet_term import UNetTerm
+
+    # caption noise dropped the kept shape's name: no second object to draw, so no scene, and the guard skips it
+    scenes = pair_scenes(["a red triangle and a blue", "a red triangle and a blue circle"],
+                         ["a red blob and a blue", "a red blob and a blue circle"], seed=0)
+    assert sorted(scenes) == [1]
+    images = [world.render("triangle", "red", random.Random(0))]
+    states = torch.zeros(1, 32, 128)
+    drawn = UNetTerm(model_path(), images, states, batch_size=1, seed=0, pair_width=2, pair_scenes=scenes)
+    noise = UNetTerm(model_path(), images, states, batch_size=1, seed=0, pair_width=2)
+    assert drawn.guards(1) and not drawn.guards(0) and noise.guards(0) and noise.guards(1)
 
 
 @pytest.mark.parametrize("flags, message", [
