@@ -33,7 +33,8 @@ LAYOUT_T = 600  # of 1000 DDPM steps: above it the noise still decides where eac
 def encode_latents(vae, x):
     """The VAE's latents (its posterior means, scaled) of pixels `x`, 64 at a time."""
     with torch.no_grad():
-        return torch.cat([vae.encode(x[i:i + 64]).latent_dist.mean for i in range(0, len(x), 64)]) * vae.config.scaling_factor
+        means = [vae.encode(x[i:i + 64]).latent_dist.mean for i in range(0, len(x), 64)]
+    return torch.cat(means) * vae.config.scaling_factor
 
 
 class UNetTerm:
@@ -58,9 +59,8 @@ class UNetTerm:
         self.generator = torch.Generator().manual_seed(seed)
         self.evaluations = 0
 
-    def noisy(self, idx):
-        """Noisy latents of the forget images `idx` at random timesteps: (x_t, t, noise)."""
-        x0 = self.latents[idx]
+    def noisy(self, x0):
+        """Clean latents `x0` noised at random timesteps: (x_t, t, noise)."""
         noise = torch.randn(x0.shape, generator=self.generator)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(x0),), generator=self.generator)
         return self.scheduler.add_noise(x0, noise, t), t, noise
@@ -75,7 +75,7 @@ class UNetTerm:
     def denoising_objective(self, n):
         """states -> the UNet's denoising loss on n random concept latents conditioned on them (an attacker's goal:
         conditioning under which the UNet draws the concept)."""
-        x_t, t, noise = self.noisy(torch.randint(len(self.latents), (n,), generator=self.generator))
+        x_t, t, noise = self.noisy(self.latents[torch.randint(len(self.latents), (n,), generator=self.generator)])
 
         def objective(states):
             self.evaluations += n
@@ -86,13 +86,13 @@ class UNetTerm:
     def loss(self, idx, states):
         """L_UN on the forget images `idx` (their captions' states under the erased encoder: `states`)."""
         idx, states = idx[:self.batch_size], states[:self.batch_size]
-        x_t, t, _ = self.noisy(idx)
+        x_t, t, _ = self.noisy(self.latents[idx])
         return self.match(x_t, t, states, self.anchor_states[idx])
 
     def prefix_loss(self, states, target_states):
         """AdvUnlearn's outer step through the UNet: under the prefix adversaries' `states`, the UNet must predict on
         random concept latents what it predicts under the original's anchored caption behind a filler prefix."""
-        x_t, t, _ = self.noisy(torch.randint(len(self.latents), (len(states),), generator=self.generator))
+        x_t, t, _ = self.noisy(self.latents[torch.randint(len(self.latents), (len(states),), generator=self.generator)])
         return self.match(x_t, t, states, target_states)
 
     def guards(self, caption):
@@ -110,10 +110,8 @@ class UNetTerm:
         depends on the caption, and the default's two-object failures (a kept square drawn as a blob, two colours
         swapped) are decided below LAYOUT_T too (benchmarks/README.md, eighth round)."""
         if self.scene_latents is not None and idx is not None:
-            x0 = self.scene_latents[[self.scene_rows[int(i)] for i in idx]]
-            noise = torch.randn(x0.shape, generator=self.generator)
-            t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(x0),), generator=self.generator)
-            return self.match(self.scheduler.add_noise(x0, noise, t), t, states, target_states)
+            x_t, t, _ = self.noisy(self.scene_latents[[self.scene_rows[int(i)] for i in idx]])
+            return self.match(x_t, t, states, target_states)
         c, h, w = self.latents.shape[1:]
         x_t = torch.randn((len(states), c, h, w * self.pair_width), generator=self.generator)
         t = torch.randint(LAYOUT_T, self.scheduler.config.num_train_timesteps, (len(states),), generator=self.generator)
