@@ -8,6 +8,13 @@ the anchored caption, the prefixed one behind a neutral filler prefix (so nothin
 adversarial inputs persist per caption from one attack to the next (AdvUnlearn's "latest" initialisation), so a few
 inner steps each time add up to a long attack. By default both sides are text-encoder passes only: the UNet runs
 only with --adversarial_space unet (the inner attack) or --lambda_adversarial_unet (the outer step), as in AdvUnlearn.
+
+A third prefix set (--lambda_adversarial_linear) sees the UNet to first order, at no UNet cost in the loop: before
+training, the gradient of the frozen UNet's denoising loss on the concept's images with respect to each attacked
+caption's anchored states (the outer target) is computed once (UNetTerm.concept_gradients). Its inner attack moves the
+states down that gradient, towards what the UNet draws as the concept; its outer step maps them back to the anchored
+states and penalises what is left of the first-order gain. State distances do not see the soft-prompt attack's states
+(nearer the anchor's than the concept's, benchmarks/README.md, sixth round); this first-order view does (ninth round).
 """
 
 import torch
@@ -60,15 +67,19 @@ class Adversaries:
             picks = torch.randint(1, ids.shape[1] // 2, (len(ids), PREFIX), generator=generator)
             self.prefix = rows.gather(1, picks.unsqueeze(-1).expand(-1, -1, rows.shape[-1])).clone()
             self.prefix_unet = self.prefix.clone()  # the UNet-space set (--unet_adversaries) starts where this one does
+            self.prefix_linear = self.prefix.clone()  # and the first-order one (--lambda_adversarial_linear)
+        self.gradients = None  # (N_core, L, D): the UNet's concept gradients at the prefix targets, set by the setup
 
     def state_dict(self):
         return {"adversaries.concept": self.concept.contiguous(), "adversaries.prefix": self.prefix.contiguous(),
-                "adversaries.prefix_unet": self.prefix_unet.contiguous()}
+                "adversaries.prefix_unet": self.prefix_unet.contiguous(),
+                "adversaries.prefix_linear": self.prefix_linear.contiguous()}
 
     def load_state_dict(self, state):
         self.concept, self.prefix = state["adversaries.concept"], state["adversaries.prefix"]
         # checkpoints from before the UNet-space set hold none: it starts where the text-space one stands
         self.prefix_unet = state.get("adversaries.prefix_unet", self.prefix.clone())
+        self.prefix_linear = state.get("adversaries.prefix_linear", self.prefix.clone())
 
     def loss(self, model, ids, idx, filler_id, targets, steps, lr, concept_weight=1.0, unet_term=None,
              outer_unet=None, unet_captions=0):
@@ -113,6 +124,8 @@ class Adversaries:
         terms.append(F.mse_loss(states, targets.prefix_anchor))
         out = {"adversarial": sum(terms) / len(terms)}
         goal = targets.prefix_anchor
+        if self.gradients is not None:
+            out.update(self.linear_loss(model, shifted, pmask, idx, targets.prefix_anchor, steps, lr))
         if outer_unet is not None and unet_captions:  # a second prefix set, attacked through the UNet itself
             n = min(unet_captions, len(idx))
             start = self.prefix_unet[idx[:n]].reshape(-1, self.prefix.shape[-1])
@@ -123,3 +136,16 @@ class Adversaries:
         if outer_unet is not None:
             out["adversarial_unet"] = outer_unet.prefix_loss(states, goal)
         return out
+
+    def linear_loss(self, model, shifted, pmask, idx, goal, steps, lr):
+        """The first-order set on the prefixed captions `shifted` (batch `idx`; `goal` their targets): its inner attack
+        lowers <states - goal, g> (g: the UNet's concept gradient at the goal), i.e. the UNet's denoising loss on the
+        concept's images to first order, as the soft-prompt attack does. Returns {'adversarial_linear_states': MSE to
+        the goal, 'adversarial_linear': the first-order gain left, relu(-<states - goal, g>)}."""
+        g = self.gradients[idx]
+        gain = lambda states: ((states - goal) * g).sum((1, 2))  # noqa: E731  first-order change of that loss
+        start = self.prefix_linear[idx].reshape(-1, self.prefix.shape[-1])
+        adv = inner_attack(model, shifted, pmask, None, start, steps, lr, objective=lambda states: gain(states).mean())
+        self.prefix_linear[idx] = adv.view(len(idx), PREFIX, -1)
+        states = encode(model, shifted, adv, pmask)
+        return {"adversarial_linear_states": F.mse_loss(states, goal), "adversarial_linear": F.relu(-gain(states)).mean()}

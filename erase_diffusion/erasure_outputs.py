@@ -103,6 +103,7 @@ def levers(args):
             "keep_unconditional": anchored and args.keep_unconditional,
             "adversarial": anchored and bool(args.adversarial_every),
             "adversarial_concept_weight": args.adversarial_concept_weight if anchored and args.adversarial_every else 0.0,
+            "adversarial_linear": args.lambda_adversarial_linear if anchored and args.adversarial_every else 0.0,
             "adversarial_unet": (outer := anchored and bool(args.adversarial_every) and args.lambda_adversarial_unet > 0),
             "unet_adversaries": args.unet_adversaries if outer else 0,
             "pair_guard": (guard := anchored and bool(args.adversarial_every) and args.lambda_pair_guard > 0),

@@ -45,7 +45,7 @@ def validate_args(args):
         args.max_train_steps = STEPS_PER_CONCEPT * len(args.concept)
     for name in ("lambda_retain", "lambda_forget", "lambda_consistency", "lambda_preserve", "lambda_anchor",
                  "lambda_adversarial", "adversarial_concept_weight", "adversarial_every", "data_guidance_scale",
-                 "lambda_unet", "lambda_adversarial_unet", "unet_adversaries", "lambda_pair_guard"):
+                 "lambda_unet", "lambda_adversarial_unet", "unet_adversaries", "lambda_pair_guard", "lambda_adversarial_linear"):
         if getattr(args, name) is not None and getattr(args, name) < 0:
             raise UsageError(f"--{name} {getattr(args, name)} must be >= 0")
     if args.learning_rate is None:
@@ -270,6 +270,11 @@ def prepare(args, accelerator, on_phase=lambda name: None):
     if args.lambda_adversarial_unet and not args.adversarial_every:
         raise UsageError(f"--lambda_adversarial_unet {args.lambda_adversarial_unet} is the adversarial term's outer step: "
                          "it needs --adversarial_every > 0 and --objective anchored")
+    if args.lambda_adversarial_linear and not args.adversarial_every:
+        raise UsageError(f"--lambda_adversarial_linear {args.lambda_adversarial_linear} is a set of the adversarial term: "
+                         "it needs --adversarial_every > 0 and --objective anchored")
+    if args.linear_gradient_samples < 1:
+        raise UsageError(f"--linear_gradient_samples {args.linear_gradient_samples} must be a positive integer")
     if args.unet_adversaries and not args.lambda_adversarial_unet:
         raise UsageError(f"--unet_adversaries {args.unet_adversaries} are unlearnt by the outer step through the UNet: "
                          "they need --lambda_adversarial_unet > 0")
@@ -300,7 +305,7 @@ def prepare(args, accelerator, on_phase=lambda name: None):
     seconds["captions"] = time.perf_counter() - t
     unet_term = None
     unet_adversarial = args.adversarial_every and (args.adversarial_space == "unet" or args.lambda_adversarial_unet > 0
-                                                   or args.lambda_pair_guard > 0)
+                                                   or args.lambda_pair_guard > 0 or args.lambda_adversarial_linear > 0)
     if args.objective == "anchored" and (args.lambda_unet > 0 or unet_adversarial):  # before the encoder trains: original
         from .unet_term import UNetTerm
 
@@ -333,6 +338,12 @@ def prepare(args, accelerator, on_phase=lambda name: None):
                                            torch.Generator().manual_seed(args.seed + k)))
         add_trainable(args, enc, torch.cat([ids[key] for key in ("forget", "retain", "text_forget", "text_retain")]))
     seconds["cache"] = time.perf_counter() - t
+    if args.lambda_adversarial_linear > 0 and args.objective == "anchored":  # once, from the original's targets
+        t, before = time.perf_counter(), unet_term.evaluations
+        goal = cache[0].adversarial_targets(torch.arange(text["core"])).prefix_anchor
+        adversaries[0].gradients = unet_term.concept_gradients(goal, args.linear_gradient_samples)
+        seconds["linearisation"] = time.perf_counter() - t
+        costs["unet_evals_linearisation"] = unet_term.evaluations - before
     costs["text_encoder_forward_caching"] = sum(c.counts["text_forward"] for c in cache)
     costs["vision_forward_caching"] = sum(c.counts["vision_forward"] for c in cache)
     return Setup(family, concepts, retain, anchor, encoders, cache, forget, kept, text, neighbours, name_ids, unet_term,

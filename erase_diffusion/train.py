@@ -78,6 +78,8 @@ def parse_args(argv=None):
     g.add_argument("--lambda_pair_guard", type=float, default=0.0, help="Weight of the two-object guard through the frozen UNet, run on the adversarial term's steps: two-object forget captions ('a red star and a yellow circle') must make the UNet predict on pure noise, at the timesteps where layout is decided, what their anchored captions make the original predict (0: off). With --unet_adversaries 8: the star's kept objects beside it 65 -> 90 %% at 3000; over six shapes 67 %% at 3000 and 93 %% at 10,000 (benchmarks/README.md, seventh round).")
     g.add_argument("--pair_guard_latents", choices=["noise", "scenes"], default="noise", help="What the two-object guard's UNet reads: noise, pure noise at the timesteps where layout is decided (any base model); scenes, the miniature renderer's drawings of the anchored two-object captions, noised at every timestep (--data_source renderer only). With --lambda_pair_guard 10000 on the default objective it lifted kept objects beside the concept 85 -> 95-100 %% on the erasures it was tried on (circle, cross), but over six shapes it missed 10 robust-erasure bars against the default's 5 (soft-prompt ASR 19 -> 42 %%, inversion 44 -> 63 %%, the circle's kept objects 75 %%; benchmarks/README.md, eighth round): off by default.")
     g.add_argument("--pair_guard_captions", type=int, default=8, help="Two-object forget captions per guard step (2 UNet evaluations and a backward pass each).")
+    g.add_argument("--lambda_adversarial_linear", type=float, default=0.0, help="Weight of a third prefix set that sees the frozen UNet to first order (adversarial.py): once before training, the gradient of the UNet's denoising loss on the concept's images with respect to each attacked caption's anchored states is computed (--linear_gradient_samples UNet evaluations and backward passes per caption; none in the loop); the set's inner attack moves the states down that gradient, as the soft-prompt attack does, and the outer step maps them back to the anchored states (weighted as --lambda_adversarial) and penalises the first-order gain left (this weight). 0: off.")
+    g.add_argument("--linear_gradient_samples", type=int, default=16, help="(latent, timestep, noise) draws averaged into each caption's UNet gradient for --lambda_adversarial_linear.")
     g.add_argument("--unet_batch_size", type=int, default=8, help="Forget images per step in the UNet-aware term (each costs 2 UNet evaluations and a backward pass).")
     g = p.add_argument_group("what learns")
     g.add_argument("--train_vision_tower", action="store_true", help="Also unlearn the vision tower (the paper's full-CLIP setting); disables feature caching.")
@@ -176,7 +178,8 @@ def step_loss(args, setup, models, batch, adversarial=False, unet_adversarial=Fa
                     setup.unet_term if args.lambda_adversarial_unet > 0 and k == 0 and unet_adversarial else None,
                     args.unet_adversaries))
                 unet_set = min(args.unet_adversaries, len(ids)) if unet_adversarial and k == 0 else 0
-                rows += (len(ids) + unet_set) * (2 * args.adversarial_steps + 2)
+                linear_set = len(ids) if setup.adversaries[k].gradients is not None else 0
+                rows += (len(ids) + unet_set + linear_set) * (2 * args.adversarial_steps + 2)
             if unet_adversarial and args.lambda_pair_guard > 0 and k == 0:
                 two = [i for i, c in enumerate(batch.tf.tolist())
                        if is_pair(setup.text["forget"][c]) and setup.unet_term.guards(c)]
@@ -192,7 +195,8 @@ def step_loss(args, setup, models, batch, adversarial=False, unet_adversarial=Fa
     weights = {"retain": args.lambda_retain, "forget": args.lambda_forget, "consistency": args.lambda_consistency,
                "preserve": args.lambda_preserve, "anchor": args.lambda_anchor, "adversarial": args.lambda_adversarial,
                "adversarial_unet": args.lambda_adversarial_unet, "unet": args.lambda_unet,
-               "pair_guard": args.lambda_pair_guard}
+               "pair_guard": args.lambda_pair_guard, "adversarial_linear": args.lambda_adversarial_linear,
+               "adversarial_linear_states": args.lambda_adversarial}
     loss, logs = losses.total_loss(terms, weights)
     return loss, logs, rows
 
@@ -283,7 +287,7 @@ def main(args, on_phase=None):
     accelerator.wait_for_everyone()
     seconds["train"] = time.perf_counter() - started - seconds["setup"]
     if setup.unet_term is not None:  # the UNet-aware term and a UNet-space inner attack
-        costs["unet_evals_training"] = setup.unet_term.evaluations
+        costs["unet_evals_training"] = setup.unet_term.evaluations - costs.get("unet_evals_linearisation", 0)
     seconds["steps_per_second"] = (args.max_train_steps - start) / max(seconds["train"], 1e-9)
     for enc in setup.encoders:
         merge_used_rows(unwrapped[enc.name])

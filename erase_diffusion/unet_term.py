@@ -9,8 +9,9 @@ the UNet's prediction, so it weighs each state by how much the UNet reads it. It
 and a backward pass through the UNet (counted in erasure.json's costs).
 
 The same frozen UNet serves the adversarial term (adversarial.py): as the soft-prompt attacker's objective
-(--adversarial_space unet, --unet_adversaries), as its outer step (--lambda_adversarial_unet, `prefix_loss`), and as
-the guard of two-object prompts while that step runs (--lambda_pair_guard, `pair_guard`).
+(--adversarial_space unet, --unet_adversaries), as its outer step (--lambda_adversarial_unet, `prefix_loss`), as
+the guard of two-object prompts while that step runs (--lambda_pair_guard, `pair_guard`), and, once before training,
+as the first-order view the linear adversaries read (--lambda_adversarial_linear, `concept_gradients`).
 """
 
 import torch
@@ -94,6 +95,22 @@ class UNetTerm:
         random concept latents what it predicts under the original's anchored caption behind a filler prefix."""
         x_t, t, _ = self.noisy(self.latents[torch.randint(len(self.latents), (len(states),), generator=self.generator)])
         return self.match(x_t, t, states, target_states)
+
+    def concept_gradients(self, states, samples, chunk=64):
+        """Per caption, the gradient of the UNet's denoising loss on the concept's latents with respect to its states
+        `states` (N, L, D), averaged over `samples` (latent, timestep, noise) draws: the first-order view of the UNet
+        the linear adversaries read (adversarial.py). Costs N x samples UNet evaluations and backward passes, once."""
+        rows = states.repeat_interleave(samples, 0)
+        out = []
+        for i in range(0, len(rows), chunk):
+            s = rows[i:i + chunk].clone().requires_grad_(True)
+            x_t, t, noise = self.noisy(self.latents[torch.randint(len(self.latents), (len(s),), generator=self.generator)])
+            pred = self.unet(x_t, t, encoder_hidden_states=s).sample
+            # summed over rows: each row's gradient is its own sample's
+            loss = F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)).sum()
+            out.append(torch.autograd.grad(loss, s)[0])
+            self.evaluations += len(s)
+        return torch.cat(out).view(len(states), samples, *states.shape[1:]).mean(1)
 
     def guards(self, caption):
         """Whether the guard can read two-object forget caption `caption` (an index): with drawn scenes, only those

@@ -207,7 +207,60 @@ def test_the_guard_reads_only_captions_it_has_a_drawing_of():
     assert drawn.guards(1) and not drawn.guards(0) and noise.guards(0) and noise.guards(1)
 
 
+def test_the_linear_adversaries_see_the_unet_to_first_order():
+    """--lambda_adversarial_linear: the UNet's concept gradient at the anchored states points away from the concept's
+    states (moving towards them lowers the UNet's loss on the concept's images, to first order and in fact), and the
+    set's inner attack moves prefixed states down it."""
+    from erase_diffusion.adversarial import PREFIX, Adversaries, prefixed
+    from erase_diffusion.attacks.common import placeholder_id
+    from erase_diffusion.families import load_encoders
+    from erase_diffusion.miniature import clip_path, model_path, world
+    from erase_diffusion.unet_term import UNetTerm
+
+    enc = load_encoders(model_path(), "miniature", [clip_path()])[0]
+    with torch.no_grad():
+        blob, tri = enc.text_encoder(enc.tokenize(["a red blob", "a red triangle"]))[0].split(1)
+    images = [world.render("triangle", "red", random.Random(k)) for k in range(8)]
+    term = UNetTerm(model_path(), images, blob, batch_size=1, seed=0)
+    g = term.concept_gradients(torch.cat([blob, blob]), samples=16)
+    assert g.shape == (2, *blob.shape[1:]) and term.evaluations == 2 * 16
+    assert all(p.grad is None for p in term.unet.parameters())  # the UNet stays frozen
+    objective = term.denoising_objective(64)
+    with torch.no_grad():  # the same draws for both: the triangle's states fit its images better
+        assert objective(tri.expand(64, -1, -1)) < objective(blob.expand(64, -1, -1))
+    assert ((tri - blob) * g[0]).sum() < 0
+    ids = enc.tokenize(["a red triangle", "a blue triangle"])
+    shifted, mask = prefixed(ids, PREFIX, placeholder_id(enc.tokenizer))
+    adversaries = Adversaries(ids, torch.tensor([9999]), enc.text_encoder, torch.Generator().manual_seed(0))
+    adversaries.gradients = g
+    before = adversaries.prefix_linear.clone()
+    with torch.no_grad():
+        goal = enc.text_encoder(prefixed(enc.tokenize(["a red blob", "a blue blob"]), PREFIX,
+                                         placeholder_id(enc.tokenizer))[0])[0]
+    first = adversaries.linear_loss(enc.text_encoder, shifted, mask, torch.arange(2), goal, 4, 1e-2)
+    second = adversaries.linear_loss(enc.text_encoder, shifted, mask, torch.arange(2), goal, 4, 1e-2)
+    assert not torch.equal(before, adversaries.prefix_linear)  # persisted, like every adversary
+    assert second["adversarial_linear"] > first["adversarial_linear"] > 0  # the attack gains what the UNet reads
+    assert first["adversarial_linear_states"].requires_grad  # the outer step reaches the encoder
+
+
+def test_the_linear_adversaries_run_in_an_erasure_and_cost_unet_evaluations_once(tmp_path):
+    record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "out"), "--adversarial_every", "1",
+                              "--lambda_adversarial_linear", "10", "--linear_gradient_samples", "2"]))["record"]
+    # the last step attacked too, so its losses are the ones recorded
+    assert {"adversarial_linear", "adversarial_linear_states"} <= set(record["final_losses"])
+    assert record["levers"]["adversarial_linear"] == 10
+    costs = record["costs"]
+    # 2 draws per attacked caption, before training; nothing through the UNet in the loop
+    assert costs["unet_evals_linearisation"] > 0 and costs["unet_evals_linearisation"] % 2 == 0
+    assert costs["unet_evals_training"] == 0 and "linearisation" in record["seconds"]
+
+
 @pytest.mark.parametrize("flags, message", [
+    (["--adversarial_every", "0", "--lambda_adversarial_linear", "5"],
+     "--lambda_adversarial_linear 5.0 is a set of the adversarial term: it needs --adversarial_every > 0"),
+    (["--adversarial_every", "2", "--lambda_adversarial_linear", "5", "--linear_gradient_samples", "0"],
+     "--linear_gradient_samples 0 must be a positive integer"),
     (["--adversarial_every", "2", "--pair_guard_latents", "scenes"],
      "--pair_guard_latents scenes sets what the two-object guard reads: it needs --lambda_pair_guard > 0"),
     (["--adversarial_every", "2", "--lambda_pair_guard", "5", "--pair_guard_latents", "scenes", "--data_source",
