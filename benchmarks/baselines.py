@@ -102,7 +102,8 @@ def run_ours(name, concepts, tmp, extra, args, ev, judge=True):
     with open(os.path.join(out, "erasure.json")) as f:
         costs = json.load(f)["costs"]
     row = {"erase_wall": rec["process_wall"], "costs": costs,  # every UNet evaluation the erasure made, data and terms
-           "unet_evals": costs.get("unet_evals_data", 0) + costs.get("unet_evals_training", 0)}
+           # data, the one-off linearisation, the terms in the loop; judging the result is not erasing
+           "unet_evals": sum(v for k, v in costs.items() if k.startswith("unet_evals_") and k != "unet_evals_validation")}
     if judge:
         row.update(scores(judged(*paired_pipelines(model_path(), out), concepts, ev)))
     return row
