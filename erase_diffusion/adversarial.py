@@ -125,7 +125,7 @@ class Adversaries:
         out = {"adversarial": sum(terms) / len(terms)}
         goal = targets.prefix_anchor
         if self.gradients is not None:
-            out.update(self.linear_loss(model, shifted, pmask, idx, targets.prefix_anchor, steps, lr))
+            out.update(self.linear_loss(model, shifted, pmask, idx, goal, steps, lr))
         if outer_unet is not None and unet_captions:  # a second prefix set, attacked through the UNet itself
             n = min(unet_captions, len(idx))
             start = self.prefix_unet[idx[:n]].reshape(-1, self.prefix.shape[-1])

@@ -66,6 +66,10 @@ class UNetTerm:
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(x0),), generator=self.generator)
         return self.scheduler.add_noise(x0, noise, t), t, noise
 
+    def noisy_concept(self, n):
+        """n random concept latents, noised at random timesteps: (x_t, t, noise), as `noisy`."""
+        return self.noisy(self.latents[torch.randint(len(self.latents), (n,), generator=self.generator)])
+
     def match(self, x_t, t, states, target_states):
         """The UNet's prediction under `states` against its prediction under `target_states` (no gradient there)."""
         with torch.no_grad():
@@ -76,7 +80,7 @@ class UNetTerm:
     def denoising_objective(self, n):
         """states -> the UNet's denoising loss on n random concept latents conditioned on them (an attacker's goal:
         conditioning under which the UNet draws the concept)."""
-        x_t, t, noise = self.noisy(self.latents[torch.randint(len(self.latents), (n,), generator=self.generator)])
+        x_t, t, noise = self.noisy_concept(n)
 
         def objective(states):
             self.evaluations += n
@@ -93,7 +97,7 @@ class UNetTerm:
     def prefix_loss(self, states, target_states):
         """AdvUnlearn's outer step through the UNet: under the prefix adversaries' `states`, the UNet must predict on
         random concept latents what it predicts under the original's anchored caption behind a filler prefix."""
-        x_t, t, _ = self.noisy(self.latents[torch.randint(len(self.latents), (len(states),), generator=self.generator)])
+        x_t, t, _ = self.noisy_concept(len(states))
         return self.match(x_t, t, states, target_states)
 
     def concept_gradients(self, states, samples, chunk=64):
@@ -104,7 +108,7 @@ class UNetTerm:
         out = []
         for i in range(0, len(rows), chunk):
             s = rows[i:i + chunk].clone().requires_grad_(True)
-            x_t, t, noise = self.noisy(self.latents[torch.randint(len(self.latents), (len(s),), generator=self.generator)])
+            x_t, t, noise = self.noisy_concept(len(s))
             pred = self.unet(x_t, t, encoder_hidden_states=s).sample
             # summed over rows: each row's gradient is its own sample's
             loss = F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)).sum()
