@@ -102,8 +102,9 @@ def run_ours(name, concepts, tmp, extra, args, ev, judge=True):
     with open(os.path.join(out, "erasure.json")) as f:
         costs = json.load(f)["costs"]
     row = {"erase_wall": rec["process_wall"], "costs": costs,  # every UNet evaluation the erasure made, data and terms
-           # data, the one-off linearisation, the terms in the loop; judging the result is not erasing
-           "unet_evals": sum(v for k, v in costs.items() if k.startswith("unet_evals_") and k != "unet_evals_validation")}
+           # data (its forget/retain split is inside it), the one-off linearisation, the terms in the loop; judging the
+           # result is not erasing
+           "unet_evals": sum(costs.get(f"unet_evals_{k}", 0) for k in ("data", "linearisation", "training"))}
     if judge:
         row.update(scores(judged(*paired_pipelines(model_path(), out), concepts, ev)))
     return row

@@ -60,6 +60,8 @@ def test_baselines_smoke(tmp_path):
     recs = {r["key"]: r for r in lines(tmp_path, "baselines")}
     assert set(recs) == {"base", "renderer", "generate", "generate_warm", "paper", "uce", "esd"}
     assert recs["generate"]["unet_evals"] > recs["generate_warm"]["unet_evals"] > 0  # the warm run reused the retain set
+    # by name the default runs no UNet term: its evaluations are its data's, each counted once
+    assert recs["generate"]["unet_evals"] == recs["generate"]["costs"]["unet_evals_data"]
     assert recs["esd"]["unet_evals"] > 0 and recs["renderer"]["unet_evals"] == 0
     for rec in recs.values():
         for key in JUDGED:
