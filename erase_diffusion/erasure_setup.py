@@ -48,6 +48,8 @@ def validate_args(args):
                  "lambda_unet", "lambda_adversarial_unet", "unet_adversaries", "lambda_pair_guard", "lambda_adversarial_linear"):
         if getattr(args, name) is not None and getattr(args, name) < 0:
             raise UsageError(f"--{name} {getattr(args, name)} must be >= 0")
+    if args.linear_gradient_samples < 1:
+        raise UsageError(f"--linear_gradient_samples {args.linear_gradient_samples} must be a positive integer")
     if args.learning_rate is None:
         args.learning_rate = 1e-3 if args.lora_rank else 1e-4  # low-rank updates need larger steps to move as far
     if args.learning_rate <= 0:
@@ -273,8 +275,6 @@ def prepare(args, accelerator, on_phase=lambda name: None):
     if args.lambda_adversarial_linear and not args.adversarial_every:
         raise UsageError(f"--lambda_adversarial_linear {args.lambda_adversarial_linear} is a set of the adversarial term: "
                          "it needs --adversarial_every > 0 and --objective anchored")
-    if args.linear_gradient_samples < 1:
-        raise UsageError(f"--linear_gradient_samples {args.linear_gradient_samples} must be a positive integer")
     if args.unet_adversaries and not args.lambda_adversarial_unet:
         raise UsageError(f"--unet_adversaries {args.unet_adversaries} are unlearnt by the outer step through the UNet: "
                          "they need --lambda_adversarial_unet > 0")
@@ -304,9 +304,10 @@ def prepare(args, accelerator, on_phase=lambda name: None):
     text, neighbours = caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
     seconds["captions"] = time.perf_counter() - t
     unet_term = None
-    unet_adversarial = args.adversarial_every and (args.adversarial_space == "unet" or args.lambda_adversarial_unet > 0
-                                                   or args.lambda_pair_guard > 0 or args.lambda_adversarial_linear > 0)
-    if args.objective == "anchored" and (args.lambda_unet > 0 or unet_adversarial):  # before the encoder trains: original
+    adversarial_reads_unet = args.adversarial_every and (
+        args.adversarial_space == "unet" or args.lambda_adversarial_unet > 0 or args.lambda_pair_guard > 0
+        or args.lambda_adversarial_linear > 0)
+    if args.objective == "anchored" and (args.lambda_unet > 0 or adversarial_reads_unet):  # before the encoder trains: original
         from .unet_term import UNetTerm
 
         with torch.no_grad():
