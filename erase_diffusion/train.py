@@ -247,6 +247,8 @@ def main(args, on_phase=None):
         start, extra = checkpoint.load(resume, unwrapped, optimizer)
         for k, adversaries in enumerate(setup.adversaries):
             adversaries.load_state_dict({key[len(f"{k}."):]: v for key, v in extra.items() if key.startswith(f"{k}.")})
+        if setup.unet_term is not None:  # after the setup's own draws (the gradients), the loop's continue
+            setup.unet_term.load_state_dict(extra)
         accelerator.print(f"resumed from {resume} at step {start}")
     if accelerator.is_main_process and report_to:
         accelerator.init_trackers("erase-diffusion", config={k: str(v) for k, v in vars(args).items()})
@@ -281,6 +283,7 @@ def main(args, on_phase=None):
         if args.checkpointing_steps and (step + 1) % args.checkpointing_steps == 0 and step + 1 < args.max_train_steps:
             if accelerator.is_main_process:
                 extra = {f"{k}.{key}": v for k, a in enumerate(setup.adversaries) for key, v in a.state_dict().items()}
+                extra.update(setup.unet_term.state_dict() if setup.unet_term is not None else {})
                 checkpoint.save(args.output_dir, step + 1, unwrapped, optimizer, args.checkpoints_total_limit, extra)
             accelerator.wait_for_everyone()
 

@@ -60,6 +60,14 @@ class UNetTerm:
         self.generator = torch.Generator().manual_seed(seed)
         self.evaluations = 0
 
+    def state_dict(self):
+        """What a resumed run needs to draw the same latents, timesteps and noise as one never stopped."""
+        return {"unet_term.generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        if "unet_term.generator" in state:  # checkpoints from before it was saved hold none
+            self.generator.set_state(state["unet_term.generator"])
+
     def noisy(self, x0):
         """Clean latents `x0` noised at random timesteps: (x_t, t, noise)."""
         noise = torch.randn(x0.shape, generator=self.generator)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -65,10 +66,14 @@ def erase_cmd(out, *extra, launcher=(sys.executable,)):
             "--report_to", "none", "--max_train_steps", "30", "--checkpointing_steps", "10", *extra]
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path):
-    whole = subprocess.run(erase_cmd(tmp_path / "whole"), capture_output=True, text=True)
+@pytest.mark.parametrize("levers", [[], ["--lambda_pair_guard", "10000", "--pair_guard_latents", "scenes",
+                                         "--lambda_adversarial_linear", "300", "--linear_gradient_samples", "2"]],
+                         ids=["default", "unet_levers"])
+def test_killed_run_resumes_to_the_same_weights(tmp_path, levers):
+    # with the UNet levers, the guard's latents, timesteps and noise must continue where they stopped too
+    whole = subprocess.run(erase_cmd(tmp_path / "whole", *levers), capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr[-2000:]
-    proc = subprocess.Popen(erase_cmd(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(erase_cmd(tmp_path / "killed", *levers), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = tmp_path / "killed" / "checkpoints" / "checkpoint-10" / "state.json"
     deadline = time.time() + 120
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
@@ -76,7 +81,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "killed" / "erasure.json").exists(), "the run finished before it could be killed"
-    resumed = subprocess.run(erase_cmd(tmp_path / "killed", "--resume_from_checkpoint", "latest"), capture_output=True, text=True)
+    resumed = subprocess.run(erase_cmd(tmp_path / "killed", *levers, "--resume_from_checkpoint", "latest"),
+                             capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = load_file(tmp_path / "whole" / "text_encoder" / "model.safetensors")
     b = load_file(tmp_path / "killed" / "text_encoder" / "model.safetensors")
