@@ -85,7 +85,9 @@ def plot(rows, path, seeds_of=None):
         spread = None
         if seeds_of:
             runs = [[s.get(key) or 0.0 for s in seeds_of[r["method"]]] for r in rows]
-            spread = [[h - min(v) for h, v in zip(heights, runs)], [max(v) - h for h, v in zip(heights, runs)]]
+            # clipped at 0: a mean of equal shares can round a hair past them (0.95 * 3 / 3 < 0.95)
+            spread = [[max(0.0, h - min(v)) for h, v in zip(heights, runs)],
+                      [max(0.0, max(v) - h) for h, v in zip(heights, runs)]]
         ax.bar(xs, heights, width, label=name, yerr=spread, error_kw={"elinewidth": 0.8, "capsize": 1.5})
     ax.set_xticks(range(len(rows)), [r["method"] for r in rows])
     ax.set_ylim(0, 1.02)
