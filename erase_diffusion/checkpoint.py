@@ -25,7 +25,7 @@ def trainable_state(modules):
 
 def save(output_dir, step, modules, optimizer, total_limit=None, extra=None):
     """Write checkpoint-{step} atomically (temp dir, then rename) and keep at most `total_limit` of them; `extra`:
-    more tensors the loop needs to resume exactly (the adversarial inputs)."""
+    more tensors the loop needs to resume exactly (the adversarial inputs, the frozen UNet's generator)."""
     final = os.path.join(output_dir, "checkpoints", f"checkpoint-{step}")
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -247,7 +247,7 @@ def main(args, on_phase=None):
         start, extra = checkpoint.load(resume, unwrapped, optimizer)
         for k, adversaries in enumerate(setup.adversaries):
             adversaries.load_state_dict({key[len(f"{k}."):]: v for key, v in extra.items() if key.startswith(f"{k}.")})
-        if setup.unet_term is not None:  # after the setup's own draws (the gradients), the loop's continue
+        if setup.unet_term is not None:  # set after the setup's own draws (the gradients): the loop's continue here
             setup.unet_term.load_state_dict(extra)
         accelerator.print(f"resumed from {resume} at step {start}")
     if accelerator.is_main_process and report_to:
