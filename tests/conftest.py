@@ -37,6 +37,7 @@ def default_erasure(tmp_path_factory):
     return out, result["record"]
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the mark into the worker group
 def pytest_collection_modifyitems(config, items):
     """Every test that reads the shared default erasure runs on one worker, so it is made once (with --dist
     loadgroup)."""
