@@ -19,7 +19,7 @@ from benchmarks.common import RESULTS_DIR, append_results, table  # noqa: E402
 
 OFF = ["--no-mine_neighbours", "--vocabulary_captions", "0", "--no-pair_prompts", "--caption_noise", "0",
        "--adversarial_every", "0", "--lambda_unet", "0", "--lambda_adversarial_unet", "0", "--unet_adversaries", "0",
-       "--lambda_pair_guard", "0"]
+       "--lambda_pair_guard", "0", "--lambda_adversarial_linear", "0"]
 ROWS = {  # name: (label, flags); every row but "default" states each lever, so a change of default changes nothing here
     "paper": ("paper only (--objective paper)", ["--objective", "paper"]),
     "anchored": ("+ token-state terms (anchored)", ["--objective", "anchored", *OFF]),
@@ -31,22 +31,28 @@ ROWS = {  # name: (label, flags); every row but "default" states each lever, so 
     "adversarial": ("anchored + adversarial (every step)", [*OFF, "--adversarial_every", "1"]),
     "unet": ("anchored + UNet-aware term", [*OFF, "--lambda_unet", "1"]),
     "default": ("default (erase with no flags)", []),
-    # the paper's image terms weighted 0: what the token-state terms and levers do with no image at all (the loop
-    # still renders the miniature's images, which cost no UNet evaluation; a by-name erasure would skip generating them)
-    "image_free": ("default levers, token-state terms alone (image terms at 0)", ["--lambda_retain", "0",
-                                                                                "--lambda_forget", "0",
-                                                                                "--lambda_consistency", "0"]),
+    # the paper's image terms weighted 0 and the UNet levers off (the first-order set and the guard read the concept's
+    # images and the renderer's drawings): what the token-state terms and text-space levers do with no image at all
+    # (the loop still renders the miniature's images, unread; a by-name erasure would skip generating them)
+    "image_free": ("default's text-space levers, token-state terms alone (image terms at 0, no UNet lever)",
+                   ["--lambda_retain", "0", "--lambda_forget", "0", "--lambda_consistency", "0",
+                    "--lambda_adversarial_linear", "0"]),
     "default_generate": ("default, by name (--data_source generate)", ["--data_source", "generate"]),
-    # the default less one lever each: what the fourth and fifth rounds' defaults are worth
+    # the default less one lever each: what the fourth, fifth and tenth rounds' defaults are worth
+    "no_linear": ("default less the first-order set (and so the guard; 300 steps: the fifth round's default)",
+                  ["--lambda_adversarial_linear", "0"]),
+    "no_guard": ("default less the two-object guard", ["--lambda_pair_guard", "0"]),
     "no_unconditional": ("default, '' not kept (--no-keep_unconditional)", ["--no-keep_unconditional"]),
     "concept_weight_1": ("default, concept vectors at weight 1", ["--adversarial_concept_weight", "1"]),
     "inner_steps_2": ("default, 2 inner attack steps", ["--adversarial_steps", "2"]),
-    # the default plus one: AdvUnlearn's attack and outer step both through the frozen UNet (sixth round)
-    "unet_outer": ("default + UNet-space attack and outer step (λ 3000)", ["--adversarial_space", "unet",
-                                                                        "--lambda_adversarial_unet", "3000"]),
-    # the default plus a second, UNet-space prefix set for that outer step, and the two-object guard (seventh round)
-    "unet_set": ("default + UNet-space prefix set, outer step (λ 3000), two-object guard (λ 10,000)",
-                 ["--lambda_adversarial_unet", "3000", "--unet_adversaries", "8", "--lambda_pair_guard", "10000"]),
+    # the fifth round's default plus one: AdvUnlearn's attack and outer step both through the frozen UNet (sixth round)
+    "unet_outer": ("fifth round's default + UNet-space attack and outer step (λ 3000)",
+                   ["--lambda_adversarial_linear", "0", "--adversarial_space", "unet", "--lambda_adversarial_unet",
+                    "3000"]),
+    # and plus a second, UNet-space prefix set for that outer step, and the two-object guard on noise (seventh round)
+    "unet_set": ("fifth round's default + UNet-space prefix set, outer step (λ 3000), two-object guard (λ 10,000)",
+                 ["--lambda_adversarial_linear", "0", "--lambda_adversarial_unet", "3000", "--unet_adversaries", "8",
+                  "--lambda_pair_guard", "10000", "--pair_guard_latents", "noise"]),
 }
 
 

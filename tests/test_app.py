@@ -19,7 +19,8 @@ from erase_diffusion.train import main as erase_main
 from erase_diffusion.train import parse_args as erase_args
 
 CHROMIUM = "/usr/bin/chromium"
-QUICK = ["--validation_seeds", "0", "--report_to", "none", "--checkpointing_steps", "0"]
+QUICK = ["--validation_seeds", "0", "--report_to", "none", "--checkpointing_steps", "0",
+         "--linear_gradient_samples", "1"]  # the first-order set runs, on one gradient draw a caption
 
 
 def free_port():

@@ -62,7 +62,10 @@ def test_baselines_smoke(tmp_path):
     assert recs["generate"]["unet_evals"] > recs["generate_warm"]["unet_evals"] > 0  # the warm run reused the retain set
     # by name the default runs no UNet term: its evaluations are its data's, each counted once
     assert recs["generate"]["unet_evals"] == recs["generate"]["costs"]["unet_evals_data"]
-    assert recs["esd"]["unet_evals"] > 0 and recs["renderer"]["unet_evals"] == 0
+    # the renderer path's UNet evaluations are its levers' (the gradients and the guard), none for data
+    costs = recs["renderer"]["costs"]
+    assert recs["esd"]["unet_evals"] > 0 and costs["unet_evals_data"] == 0
+    assert recs["renderer"]["unet_evals"] == costs["unet_evals_linearisation"] + costs["unet_evals_training"] > 0
     for rec in recs.values():
         for key in JUDGED:
             assert 0.0 <= rec[key] <= 1.0, (rec["key"], key)

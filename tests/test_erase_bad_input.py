@@ -6,7 +6,7 @@ import pytest
 
 from erase_diffusion.train import cli
 
-QUICK = ["--max_train_steps", "2", "--validation_seeds", "0", "--report_to", "none"]
+QUICK = ["--max_train_steps", "2", "--validation_seeds", "0", "--report_to", "none", "--linear_gradient_samples", "1"]
 
 
 def folder(path, rows, images=()):

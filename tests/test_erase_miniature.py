@@ -32,6 +32,16 @@ def test_erasing_triangle_removes_it_and_keeps_the_rest(default_erasure):
         assert e["retain"][shape] >= acc - one, (shape, m["summary"])
     assert e["colour_retain"] >= o["colour_retain"] - one, m["summary"]
     assert (out / "validation_after.png").is_file()
+    # the renderer's defaults: the first-order set and the guard on its drawings, in 250 steps
+    assert record["levers"]["adversarial_linear"] == 300 and record["levers"]["pair_guard_latents"] == "scenes"
+    assert record["costs"]["optimizer_steps"] == 250 and record["costs"]["unet_evals_linearisation"] > 0
+
+
+def test_tests_of_the_shared_erasure_run_on_one_worker(request, default_erasure):
+    # under `make test` (pytest-xdist, --dist loadgroup) the shared erasure is trained once only if its tests are grouped
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        pytest.skip("only under pytest-xdist")
+    assert request.node.nodeid.endswith("@default_erasure"), request.node.nodeid
 
 
 def test_two_concepts_in_one_run(tmp_path):
@@ -63,7 +73,8 @@ def test_erasing_every_shape_keeps_the_neutral_blob(tmp_path, capsys):
 
 def erase_cmd(out, *extra, launcher=(sys.executable,)):
     return [*launcher, TRAIN, "--concept", "triangle", "--output_dir", str(out), "--validation_seeds", "0",
-            "--report_to", "none", "--max_train_steps", "30", "--checkpointing_steps", "10", *extra]
+            "--report_to", "none", "--max_train_steps", "30", "--checkpointing_steps", "10",
+            "--linear_gradient_samples", "1", *extra]
 
 
 @pytest.mark.parametrize("levers", [[], ["--lambda_pair_guard", "10000", "--pair_guard_latents", "scenes",

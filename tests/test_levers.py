@@ -10,7 +10,7 @@ import torch
 from erase_diffusion.train import main, parse_args
 
 QUICK = ["--concept", "triangle", "--max_train_steps", "4", "--validation_seeds", "0", "--report_to", "none",
-         "--checkpointing_steps", "0"]
+         "--checkpointing_steps", "0", "--linear_gradient_samples", "1"]  # the first-order set on one draw a caption
 
 
 def test_every_lever_runs_and_is_recorded_with_its_cost(tmp_path):
@@ -246,7 +246,8 @@ def test_the_linear_adversaries_see_the_unet_to_first_order():
 
 def test_the_linear_adversaries_run_in_an_erasure_and_cost_unet_evaluations_once(tmp_path):
     record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "out"), "--adversarial_every", "1",
-                              "--lambda_adversarial_linear", "10", "--linear_gradient_samples", "2"]))["record"]
+                              "--lambda_adversarial_linear", "10", "--linear_gradient_samples", "2",
+                              "--lambda_pair_guard", "0"]))["record"]
     # the last step attacked too, so its losses are the ones recorded
     assert {"adversarial_linear", "adversarial_linear_states"} <= set(record["final_losses"])
     assert record["levers"]["adversarial_linear"] == 10
@@ -261,7 +262,7 @@ def test_the_linear_adversaries_run_in_an_erasure_and_cost_unet_evaluations_once
      "--lambda_adversarial_linear 5.0 is a set of the adversarial term: it needs --adversarial_every > 0"),
     (["--adversarial_every", "2", "--lambda_adversarial_linear", "5", "--linear_gradient_samples", "0"],
      "--linear_gradient_samples 0 must be a positive integer"),
-    (["--adversarial_every", "2", "--pair_guard_latents", "scenes"],
+    (["--adversarial_every", "2", "--lambda_pair_guard", "0", "--pair_guard_latents", "scenes"],
      "--pair_guard_latents scenes sets what the two-object guard reads: it needs --lambda_pair_guard > 0"),
     (["--adversarial_every", "2", "--lambda_pair_guard", "5", "--pair_guard_latents", "scenes", "--data_source",
       "generate"], "--pair_guard_latents scenes .* needs --data_source renderer \\(got generate\\)"),
@@ -279,3 +280,26 @@ def test_the_outer_step_and_its_parts_need_what_they_build_on(tmp_path, flags, m
     with pytest.raises(UsageError, match=message):
         main(parse_args([*QUICK, "--output_dir", str(tmp_path / "out"), *flags]))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags, expected", [
+    # the renderer's data: the first-order set, the guard on its drawings, 250 steps a concept
+    ([], (300.0, 10000.0, "scenes", 250)),
+    (["--concept", "star"], (300.0, 10000.0, "scenes", 500)),  # a second concept beside the triangle
+    # by name, without the adversarial term or on the paper's objective: none of them, 300 steps a concept
+    (["--data_source", "generate"], (0.0, 0.0, "noise", 300)),
+    (["--adversarial_every", "0"], (0.0, 0.0, "noise", 300)),
+    (["--objective", "paper"], (0.0, 0.0, "noise", 300)),
+    # the guard and the steps follow the set; what the user gives is kept
+    (["--lambda_adversarial_linear", "0"], (0.0, 0.0, "noise", 300)),
+    (["--lambda_adversarial_linear", "0", "--lambda_pair_guard", "5"], (0.0, 5.0, "scenes", 300)),
+    (["--no-pair_prompts"], (300.0, 0.0, "noise", 250)),
+    (["--lambda_pair_guard", "0", "--max_train_steps", "7"], (300.0, 0.0, "noise", 7)),
+    (["--data_source", "generate", "--lambda_adversarial_linear", "5"], (5.0, 0.0, "noise", 250))])
+def test_the_unet_levers_and_steps_default_per_data_source(flags, expected):
+    from erase_diffusion.erasure_setup import lever_defaults
+
+    args = parse_args(["--concept", "triangle", "--output_dir", "unused", *flags])
+    lever_defaults(args, "miniature")
+    assert (args.lambda_adversarial_linear, args.lambda_pair_guard, args.pair_guard_latents,
+            args.max_train_steps) == expected

@@ -22,7 +22,7 @@ SEEDS = [0] * 6 + [1] * 6
 
 def erase(out, *extra):
     return main(parse_args(["--concept", "triangle", "--output_dir", str(out), "--report_to", "none",
-                            "--checkpointing_steps", "0", *extra]))
+                            "--checkpointing_steps", "0", "--linear_gradient_samples", "1", *extra]))
 
 
 @pytest.fixture(scope="module")
