@@ -27,14 +27,15 @@ from .versions import check_lora_support
 
 
 ADVERSARIAL_EVERY = 2  # the default adversarial period where supported (--adversarial_every)
-# Optimiser steps per erased concept (--max_train_steps) without the first-order set: at 250 one concept took 49 s instead of 60 s on 2 cores, but
-# the kept cross drew wrong in purple; three concepts in 300 steps left 6 % of forget prompts and 75 % in-prompt, in 900
-# 3 % and 97 % (benchmarks/README.md).
+# Optimiser steps per erased concept (--max_train_steps) without the first-order set: at 250 one concept took 49 s
+# instead of 60 s on 2 cores, but the kept cross drew wrong in purple; three concepts in 300 steps left 6 % of forget
+# prompts and 75 % in-prompt, in 900 3 % and 97 % (benchmarks/README.md).
 STEPS_PER_CONCEPT = 300
 # On the renderer's data: the first-order prefix set and the two-object guard on the renderer's drawings, in 250 steps a
 # concept. Over six shapes and four seeds 14 robust-erasure bars missed against 23 without them (soft-prompt ASR 2 %
-# against 25 % on average; 12 of 24 erasures met every bar against 6) at 49-56 s an erasure; at 300 steps and 16
-# gradient draws 22 were missed in 59-66 s (benchmarks/README.md, tenth round). By name there are no drawings, and
+# against 25 % on average; 12 of 24 erasures met every bar against 6) at 49-56 s an erasure (60 s on a slower hour:
+# 1.4x the time without them); at 300 steps and 16 gradient draws 22 were missed in 59-66 s, and 200 steps or 2 inner
+# attack steps did not do better (benchmarks/README.md, tenth and eleventh rounds). By name there are no drawings, and
 # with the guard on the base pipeline's own drawings kept objects beside the concept fell to 80-90 %: off there.
 RENDERER_LEVERS = {"lambda_adversarial_linear": 300.0, "lambda_pair_guard": 10000.0, "steps_per_concept": 250}
 # Data amounts when not given. Rendered images cost nothing; generated ones cost UNet evaluations, and 8 forget images,
