@@ -2,7 +2,7 @@
 
 import gradio as gr
 
-from erase_diffusion.erasure_setup import STEPS_PER_CONCEPT
+from erase_diffusion.erasure_setup import RENDERER_LEVERS, STEPS_PER_CONCEPT
 from erase_diffusion.errors import UsageError
 from erase_diffusion.miniature import world
 from erase_diffusion.train import PHASES
@@ -112,8 +112,10 @@ def build_ui(studio):
                 concepts = gr.CheckboxGroup(list(world.SHAPES), value=["triangle"], label="Concepts to erase")
             else:
                 concepts = gr.Dropdown([], multiselect=True, allow_custom_value=True, label="Concepts to erase")
-            erase_steps = gr.Slider(10, 1000, value=STEPS_PER_CONCEPT, step=10, label="Steps",
-                                    info=f"{STEPS_PER_CONCEPT} per concept erased", elem_id="erase-steps")
+            # erase's own default: on the miniature it erases from the renderer's data, with the levers set for that
+            per_concept = RENDERER_LEVERS["steps_per_concept"] if is_world else STEPS_PER_CONCEPT
+            erase_steps = gr.Slider(10, 1000, value=per_concept, step=10, label="Steps",
+                                    info=f"{per_concept} per concept erased", elem_id="erase-steps")
             run = gr.Button("Erase", variant="primary", elem_id="erase")
             status = gr.Markdown(elem_id="erase-status")
             downloads = gr.File(label="Download", file_count="multiple", elem_id="downloads")

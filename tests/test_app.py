@@ -15,6 +15,7 @@ from PIL import Image
 from app.charts import CSS
 from app.studio import Studio
 from app.ui import build_ui
+from erase_diffusion.erasure_setup import RENDERER_LEVERS
 from erase_diffusion.train import main as erase_main
 from erase_diffusion.train import parse_args as erase_args
 
@@ -219,6 +220,7 @@ def test_a_person_in_a_browser_uses_every_tab(served, tmp_path):
         # Erase: phases, the new erasure's numbers, and its download
         page.get_by_role("tab", name="Erase").click()
         steps = page.locator("#erase-steps input[type=number]")
+        assert steps.input_value() == str(RENDERER_LEVERS["steps_per_concept"])  # erase's default on the miniature
         steps.fill("20")  # the flow, not the erasure's quality, is under test here
         steps.press("Enter")
         page.locator("#erase").click()
