@@ -3,6 +3,7 @@ and does what it claims on the miniature's own encoder."""
 
 import json
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -55,6 +56,8 @@ def test_paper_objective_runs_none_of_them(tmp_path):
 
 
 def test_the_inner_attack_finds_inputs_that_bring_the_concept_states_back():
+    import torch.nn.functional as F
+
     from erase_diffusion.adversarial import inner_attack
     from erase_diffusion.attacks.common import encode, token_embedding
     from erase_diffusion.families import load_encoders
@@ -62,17 +65,22 @@ def test_the_inner_attack_finds_inputs_that_bring_the_concept_states_back():
 
     enc = load_encoders(model_path(), "miniature", [clip_path()])[0]
     model = enc.text_encoder
-    ids, target_ids = enc.tokenize(["a red blob"]), enc.tokenize(["a red triangle"])
+    ids, target_ids = enc.tokenize(["a red blob", "a blue blob"]), enc.tokenize(["a red triangle", "a blue circle"])
     with torch.no_grad():
         target = model(target_ids)[0]
         start = token_embedding(model)(ids)[:, 3]
     mask = torch.zeros_like(ids, dtype=torch.bool)
     mask[:, 3] = True  # "blob" -> free vector
-    found = inner_attack(model, ids, mask, target, start, steps=30, lr=1e-2)
-    with torch.no_grad():
-        before = ((model(ids)[0] - target) ** 2).mean()
-        after = ((encode(model, ids, found, mask) - target) ** 2).mean()
-    assert after < 0.5 * before
+    parts = [(ids[k:k + 1], mask[k:k + 1], start[k:k + 1], lambda s, k=k: F.mse_loss(s, target[k:k + 1]))
+             for k in range(2)]
+    together = inner_attack(model, parts, steps=30, lr=1e-2)
+    alone = [inner_attack(model, [part], steps=30, lr=1e-2)[0] for part in parts]
+    for k in range(2):  # one batch finds what each attack finds alone
+        assert torch.allclose(together[k], alone[k], atol=1e-5)
+        with torch.no_grad():
+            before = ((model(ids[k:k + 1])[0] - target[k]) ** 2).mean()
+            after = ((encode(model, ids[k:k + 1], together[k], mask[k:k + 1]) - target[k]) ** 2).mean()
+        assert after < 0.5 * before
     assert all(p.grad is None for p in model.parameters())  # the attack never touched the encoder's own gradients
 
 
@@ -230,15 +238,16 @@ def test_the_linear_adversaries_see_the_unet_to_first_order():
         assert objective(tri.expand(64, -1, -1)) < objective(blob.expand(64, -1, -1))
     assert ((tri - blob) * g[0]).sum() < 0
     ids = enc.tokenize(["a red triangle", "a blue triangle"])
-    shifted, mask = prefixed(ids, PREFIX, placeholder_id(enc.tokenizer))
     adversaries = Adversaries(ids, torch.tensor([9999]), enc.text_encoder, torch.Generator().manual_seed(0))
     adversaries.gradients = g
     before = adversaries.prefix_linear.clone()
     with torch.no_grad():
+        states = [enc.text_encoder(t)[0] for t in (ids, enc.tokenize(["a red blob", "a blue blob"]))]
         goal = enc.text_encoder(prefixed(enc.tokenize(["a red blob", "a blue blob"]), PREFIX,
                                          placeholder_id(enc.tokenizer))[0])[0]
-    first = adversaries.linear_loss(enc.text_encoder, shifted, mask, torch.arange(2), goal, 4, 1e-2)
-    second = adversaries.linear_loss(enc.text_encoder, shifted, mask, torch.arange(2), goal, 4, 1e-2)
+    targets = SimpleNamespace(forget=states[0], anchor=states[1], prefix_anchor=goal)
+    first, second = (adversaries.loss(enc.text_encoder, ids, torch.arange(2), placeholder_id(enc.tokenizer), targets,
+                                      4, 1e-2) for _ in range(2))
     assert not torch.equal(before, adversaries.prefix_linear)  # persisted, like every adversary
     assert second["adversarial_linear"] > first["adversarial_linear"] > 0  # the attack gains what the UNet reads
     assert first["adversarial_linear_states"].requires_grad  # the outer step reaches the encoder
