@@ -33,6 +33,19 @@ def prefixed(ids, k, filler):
     return out, mask
 
 
+def suffixed(ids, k, filler, end):
+    """`ids` with k filler tokens right after each caption's words, before its end token (the last k positions, padding,
+    drop out; a caption too long for them loses its last words), and the suffix mask."""
+    at = (ids == end).int().argmax(1).clamp(max=ids.shape[1] - 1 - k)  # each caption's first end token
+    out, mask = ids.clone(), torch.zeros_like(ids, dtype=torch.bool)
+    for i, e in enumerate(at.tolist()):
+        out[i, e + k:] = ids[i, e:ids.shape[1] - k]
+        out[i, e:e + k] = filler
+        out[i, -1] = end if not (out[i] == end).any() else out[i, -1]
+        mask[i, e:e + k] = True
+    return out, mask
+
+
 def inner_attack(model, parts, steps, lr):
     """Each part (ids, mask, start, objective): vectors at its `mask`, from `start`, fitted for `steps` Adam steps to
     minimise `objective(states)` of its captions. The parts run as one batch: a text encoder's rows do not interact
@@ -69,18 +82,22 @@ class Adversaries:
             self.prefix = rows.gather(1, picks.unsqueeze(-1).expand(-1, -1, rows.shape[-1])).clone()
             self.prefix_unet = self.prefix.clone()  # the UNet-space set (--unet_adversaries) starts where this one does
             self.prefix_linear = self.prefix.clone()  # and the first-order one (--lambda_adversarial_linear)
+            self.suffix = self.prefix.clone()  # and the suffix set (--lambda_adversarial_suffix)
+        self.suffixed = None  # (ids, mask): the attacked captions with PREFIX filler tokens after their words, or None
         self.gradients = None  # (N_core, L, D): the UNet's concept gradients at the prefix targets, set by the setup
 
     def state_dict(self):
         return {"adversaries.concept": self.concept.contiguous(), "adversaries.prefix": self.prefix.contiguous(),
                 "adversaries.prefix_unet": self.prefix_unet.contiguous(),
-                "adversaries.prefix_linear": self.prefix_linear.contiguous()}
+                "adversaries.prefix_linear": self.prefix_linear.contiguous(),
+                "adversaries.suffix": self.suffix.contiguous()}
 
     def load_state_dict(self, state):
         self.concept, self.prefix = state["adversaries.concept"], state["adversaries.prefix"]
         # checkpoints from before the UNet-space set hold none: it starts where the text-space one stands
         self.prefix_unet = state.get("adversaries.prefix_unet", self.prefix.clone())
         self.prefix_linear = state.get("adversaries.prefix_linear", self.prefix.clone())
+        self.suffix = state.get("adversaries.suffix", self.prefix.clone())
 
     def loss(self, model, ids, idx, filler_id, targets, steps, lr, concept_weight=1.0, unet_term=None,
              outer_unet=None, unet_captions=0):
@@ -120,6 +137,10 @@ class Adversaries:
             gain = lambda states: ((states - goal) * g).sum((1, 2))  # noqa: E731  first-order change of that loss
             sets["linear"] = (shifted, pmask, self.prefix_linear[idx].reshape(-1, width),
                               lambda states: gain(states).mean())
+        if self.suffixed is not None:  # vectors after the caption's words, as the discrete search appends its words
+            s_ids, s_mask = self.suffixed[0][idx], self.suffixed[1][idx]
+            sets["suffix"] = (s_ids, s_mask, self.suffix[idx].reshape(-1, width),
+                              lambda states: F.mse_loss(states, orig_states))
         n = min(unet_captions, len(idx)) if outer_unet is not None else 0
         if n:  # a second prefix set, attacked through the UNet itself
             sets["unet"] = (shifted[:n], pmask[:n], self.prefix_unet[idx[:n]].reshape(-1, width),
@@ -140,6 +161,9 @@ class Adversaries:
             linear = encode(model, shifted, found["linear"], pmask)
             out.update(adversarial_linear_states=F.mse_loss(linear, goal),
                        adversarial_linear=F.relu(-gain(linear)).mean())
+        if "suffix" in found:  # the suffixed caption's target: the anchored one with the filler after its words
+            self.suffix[idx] = found["suffix"].view(len(idx), PREFIX, -1)
+            out["adversarial_suffix"] = F.mse_loss(encode(model, s_ids, found["suffix"], s_mask), targets.suffix_anchor)
         if n:
             self.prefix_unet[idx[:n]] = found["unet"].view(n, PREFIX, -1)
             states, goal = encode(model, shifted[:n], found["unet"], pmask[:n]), goal[:n]

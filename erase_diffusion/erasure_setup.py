@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import checkpoint, data
-from .adversarial import PREFIX, Adversaries, prefixed
+from .adversarial import PREFIX, Adversaries, prefixed, suffixed
 from .attacks.common import placeholder_id
 from .costs import unet_evaluations
 from .errors import UsageError
@@ -50,7 +50,8 @@ def validate_args(args):
     args.pretrained_model_name_or_path = args.pretrained_model_name_or_path or miniature_path()
     for name in ("lambda_retain", "lambda_forget", "lambda_consistency", "lambda_preserve", "lambda_anchor",
                  "lambda_adversarial", "adversarial_concept_weight", "adversarial_every", "data_guidance_scale",
-                 "lambda_unet", "lambda_adversarial_unet", "unet_adversaries", "lambda_pair_guard", "lambda_adversarial_linear"):
+                 "lambda_unet", "lambda_adversarial_unet", "unet_adversaries", "lambda_pair_guard", "lambda_adversarial_linear",
+                 "lambda_adversarial_suffix"):
         if getattr(args, name) is not None and getattr(args, name) < 0:
             raise UsageError(f"--{name} {getattr(args, name)} must be >= 0")
     if args.linear_gradient_samples < 1:
@@ -63,8 +64,9 @@ def validate_args(args):
         raise UsageError(f"--lora_rank {args.lora_rank} must be a positive integer")
     if args.lora_rank:
         check_lora_support()
-    if not 0.0 <= args.caption_noise <= 1.0:
-        raise UsageError(f"--caption_noise {args.caption_noise} must be a share within [0, 1]")
+    for name in ("caption_noise", "suffix_captions"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise UsageError(f"--{name} {getattr(args, name)} must be a share within [0, 1]")
     for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "num_forget_images",
                  "num_retain_images", "text_batch_size", "adversarial_steps", "data_inference_steps", "unet_batch_size",
                  "adversarial_batch_size", "unet_adversarial_every", "pair_guard_captions"):
@@ -260,7 +262,7 @@ def caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
         far = [w for w in sorted(keep) if not any(re.search(rf"\b{w}\b", c) for c in retain_captions)]
     f, a, r = token_state_sets(forget_captions, retain_captions, names, [w for ws in neighbours.values() for w in ws],
                                anchor, args.pair_prompts, args.caption_noise, args.seed, keep, far, retain,
-                               args.vocabulary_captions, args.keep_unconditional)
+                               args.vocabulary_captions, args.keep_unconditional, args.suffix_captions)
     # the data's own forget captions come first in f (token_state_sets keeps their order)
     return {"forget": f, "anchored": a, "retain": r, "core": len(forget_captions)}, neighbours
 
@@ -296,9 +298,10 @@ def prepare(args, accelerator, on_phase=lambda name: None):
     if args.lambda_adversarial_unet and not args.adversarial_every:
         raise UsageError(f"--lambda_adversarial_unet {args.lambda_adversarial_unet} is the adversarial term's outer step: "
                          "it needs --adversarial_every > 0 and --objective anchored")
-    if args.lambda_adversarial_linear and not args.adversarial_every:
-        raise UsageError(f"--lambda_adversarial_linear {args.lambda_adversarial_linear} is a set of the adversarial term: "
-                         "it needs --adversarial_every > 0 and --objective anchored")
+    for name in ("lambda_adversarial_linear", "lambda_adversarial_suffix"):
+        if getattr(args, name) and not args.adversarial_every:
+            raise UsageError(f"--{name} {getattr(args, name)} is a set of the adversarial term: it needs "
+                             "--adversarial_every > 0 and --objective anchored")
     if args.unet_adversaries and not args.lambda_adversarial_unet:
         raise UsageError(f"--unet_adversaries {args.unet_adversaries} are unlearnt by the outer step through the UNet: "
                          "they need --lambda_adversarial_unet > 0")
@@ -352,6 +355,9 @@ def prepare(args, accelerator, on_phase=lambda name: None):
             core = text["core"]
             ids["adversarial_forget"] = ids["text_forget"][:core]
             ids["prefix_anchor"] = prefixed(ids["text_anchor"][:core], PREFIX, placeholder_id(enc.tokenizer))[0]
+            if args.lambda_adversarial_suffix > 0:  # and its suffix term's, the anchored ones with a filler suffix
+                ids["suffix_anchor"] = suffixed(ids["text_anchor"][:core], PREFIX, placeholder_id(enc.tokenizer),
+                                                enc.tokenizer.eos_token_id)[0]
         c = FeatureCache(enc, ids, {"forget": enc.pixels(forget.images), "retain": enc.pixels(kept.images)}, k,
                          args.cache_features and not args.train_vision_tower, args.train_vision_tower,
                          forget_states=bool(args.adversarial_every))
@@ -361,6 +367,9 @@ def prepare(args, accelerator, on_phase=lambda name: None):
         if args.adversarial_every:  # before add_trainable: the adversaries start from the original token rows
             adversaries.append(Adversaries(ids["text_forget"], name_ids[-1], enc.text_encoder,
                                            torch.Generator().manual_seed(args.seed + k)))
+            if "suffix_anchor" in ids:
+                adversaries[-1].suffixed = suffixed(ids["adversarial_forget"], PREFIX, placeholder_id(enc.tokenizer),
+                                                    enc.tokenizer.eos_token_id)
         add_trainable(args, enc, torch.cat([ids[key] for key in ("forget", "retain", "text_forget", "text_retain")]))
     seconds["cache"] = time.perf_counter() - t
     if args.lambda_adversarial_linear > 0 and args.objective == "anchored":  # once, from the original's targets

@@ -51,7 +51,7 @@ class FeatureCache:
         self.stored["anchor_states"], _ = self._text(self.ids["text_anchor"])
         self.stored["retain_states"], _ = self._text(self.ids["text_retain"])
         if self.forget_states:
-            for key in ("adversarial_forget", "prefix_anchor"):
+            for key in [k for k in ("adversarial_forget", "prefix_anchor", "suffix_anchor") if k in self.ids]:
                 self.stored[f"{key}_states"], _ = self._text(self.ids[key])
         self.frozen_text = None
 
@@ -90,7 +90,8 @@ class FeatureCache:
 
         anchor = self.stored["anchor_states"][idx] if self.cached else states("text_anchor", idx)
         return SimpleNamespace(forget=states("adversarial_forget", idx), anchor=anchor,
-                               prefix_anchor=states("prefix_anchor", idx))
+                               prefix_anchor=states("prefix_anchor", idx),
+                               suffix_anchor=states("suffix_anchor", idx) if "suffix_anchor" in self.ids else None)
 
     def original(self, idx_r, img_r, idx_tf, idx_tr):
         """The frozen original's side of the objective for this batch (`img_r`: this step's retain image embeddings,

@@ -64,6 +64,7 @@ def parse_args(argv=None):
     g.add_argument("--keep_unconditional", action=argparse.BooleanOptionalAction, default=True, help="Keep the empty prompt's token states in every step (anchored only). Every pipeline encodes '' with this encoder as classifier-free guidance's unconditional input (and negative prompts the same way); without it the adversarial term moved those states further than the states vary across prompts (mean squared 1.1-1.6 against a variance of 0.96 on the miniature), which changes every guided image, and on the miniature hid damage to kept shapes that guidance against the moved input happened to undo (benchmarks/README.md).")
     g.add_argument("--pair_prompts", action=argparse.BooleanOptionalAction, default=True, help="Two-object captions in the token-state sets: the concept beside a kept object (forget), two kept objects (retain).")
     g.add_argument("--caption_noise", type=float, default=0.0, help="Share of token-state captions also used with a filler word or letter string added (wording never seen).")
+    g.add_argument("--suffix_captions", type=float, default=0.0, help="Share of token-state captions also used with one to three words of the erasure's own captions appended (never a concept's name): a causal encoder's states after the concept read it back out of the earlier ones, and the discrete attack found its prompts by appending words.")
     g.add_argument("--adversarial_every", type=int, default=None, help="Every N steps, an inner attack fits vectors in place of the concept's tokens and as a prefix, and the outer term unlearns them (0: off; default: every 2 steps in one process on SD 1.x/2.x and the miniature, off for SDXL and multi-process runs, which it does not support yet).")
     g.add_argument("--adversarial_steps", type=int, default=4, help="Adam steps of each inner attack (its inputs persist per caption between attacks, so these add up). 4: over the six miniature shapes it missed 5 robust-erasure bars, against 8 at 2 inner steps and 8 at 8 (which costs ~10 s more); at 4 the circle's erasure keeps kept squares, and the soft prompt falls for the triangle and the heart (benchmarks/README.md).")
     g.add_argument("--adversarial_batch_size", type=int, default=16, help="Forget captions attacked per adversarial step.")
@@ -71,6 +72,7 @@ def parse_args(argv=None):
     g.add_argument("--adversarial_concept_weight", type=float, default=0.3, help="Weight of the concept-vector part of the adversarial term against its prefix part (1: equal). 0.3: at 1, with --keep_unconditional, the concept-vector adversaries of the circle drift to the square's inputs, and unlearning them erased kept squares (retain 75 %%); at 0.3 retain stays at 95-100 %% for all six shapes, at a cost in concept inversion (benchmarks/README.md).")
     g.add_argument("--adversarial_lr", type=float, default=1e-2, help="Learning rate of the inner attack.")
     g.add_argument("--lambda_adversarial", type=float, default=300.0, help="Weight of the adversarial term.")
+    g.add_argument("--lambda_adversarial_suffix", type=float, default=0.0, help="Weight of a fourth adversarial set: vectors after each attacked caption's words (where the discrete search appends its words), fitted so that the encoder under erasure reproduces the original's states of the plain caption (the search's own criterion), and unlearnt to the anchored caption with a filler suffix. 0: off.")
     g.add_argument("--lambda_adversarial_unet", type=float, default=0.0, help="Weight of AdvUnlearn's outer step through the frozen UNet: under the prefix adversaries, the erased encoder's conditioning must make the UNet predict on the concept's images what the anchored caption makes it predict (0: off; 2 UNet evaluations per attacked caption). Measured with --adversarial_space unet: the star's soft-prompt ASR 67 %% -> 42 %% at 1000, 17 %% at 3000, but over all six shapes at 3000 it missed 11 robust-erasure bars against the default's 5 (soft prompt worse for triangle, heart, cross; kept objects beside the concept 55-95 %%) at ~2.3x the time (benchmarks/README.md, sixth round): off by default.")
     g.add_argument("--lambda_unet", type=float, default=0.0, help="Weight of the UNet-aware term: through the frozen UNet, forget captions must predict the noise the anchored caption does on the concept's images (0: off; unet_term.py).")
     g.add_argument("--unet_adversaries", type=int, default=0, help="Captions per adversarial step that also get a second prefix adversary, fitted through the frozen UNet's denoising loss on the concept's images (the soft-prompt attack itself) and unlearnt by the outer step through the UNet (--lambda_adversarial_unet, which then reads this set; the text-space adversaries stay as they are). 0: off; per caption and attack, one UNet evaluation and backward pass per inner step, and the outer step's two evaluations and backward pass. Measured at 8 with --lambda_adversarial_unet 3000 --lambda_pair_guard 10000 over six shapes and three seeds: soft-prompt ASR 24 -> 17 %% on average, kept objects beside the concept 94 -> 89 %%, 8-11 robust-erasure bars missed per seed against the default's 5-6, ~80 s an erasure (benchmarks/README.md, seventh round): off by default.")
@@ -179,7 +181,8 @@ def step_loss(args, setup, models, batch, adversarial=False, unet_adversarial=Fa
                     args.unet_adversaries))
                 unet_set = min(args.unet_adversaries, len(ids)) if unet_adversarial and k == 0 else 0
                 linear_set = len(ids) if setup.adversaries[k].gradients is not None else 0
-                rows += (len(ids) + unet_set + linear_set) * (2 * args.adversarial_steps + 2)
+                suffix_set = len(ids) if setup.adversaries[k].suffixed is not None else 0
+                rows += (len(ids) + unet_set + linear_set + suffix_set) * (2 * args.adversarial_steps + 2)
             if unet_adversarial and args.lambda_pair_guard > 0 and k == 0:
                 two = [i for i, c in enumerate(batch.tf.tolist())
                        if is_pair(setup.text["forget"][c]) and setup.unet_term.guards(c)]
@@ -196,7 +199,7 @@ def step_loss(args, setup, models, batch, adversarial=False, unet_adversarial=Fa
                "preserve": args.lambda_preserve, "anchor": args.lambda_anchor, "adversarial": args.lambda_adversarial,
                "adversarial_unet": args.lambda_adversarial_unet, "unet": args.lambda_unet,
                "pair_guard": args.lambda_pair_guard, "adversarial_linear": args.lambda_adversarial_linear,
-               "adversarial_linear_states": args.lambda_adversarial}
+               "adversarial_linear_states": args.lambda_adversarial, "adversarial_suffix": args.lambda_adversarial_suffix}
     loss, logs = losses.total_loss(terms, weights)
     return loss, logs, rows
 
