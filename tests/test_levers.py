@@ -266,9 +266,32 @@ def test_the_linear_adversaries_run_in_an_erasure_and_cost_unet_evaluations_once
     assert costs["unet_evals_training"] == 0 and "linearisation" in record["seconds"]
 
 
+def test_the_suffix_set_sits_after_each_caption_s_words_and_runs_in_an_erasure(tmp_path):
+    from erase_diffusion.adversarial import PREFIX, suffixed
+    from erase_diffusion.families import load_encoders
+    from erase_diffusion.miniature import clip_path, model_path
+
+    enc = load_encoders(model_path(), "miniature", [clip_path()])[0]
+    end = enc.tokenizer.eos_token_id
+    ids = enc.tokenize(["a red triangle", "a picture of a blue triangle on a plain background"])
+    out, mask = suffixed(ids, PREFIX, 7, end)
+    for row, new, m in zip(ids, out, mask):  # the caption's words, the filler, then the end token
+        e = int((row == end).nonzero()[0])
+        assert new[:e].tolist() == row[:e].tolist() and new[e:e + PREFIX].tolist() == [7] * PREFIX
+        assert new[e + PREFIX] == end and m.sum() == PREFIX and m[e:e + PREFIX].all()
+    record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "out"), "--adversarial_every", "1",
+                              "--lambda_adversarial_suffix", "10", "--lambda_adversarial_linear", "0",
+                              "--suffix_captions", "0.3"]))["record"]
+    assert "adversarial_suffix" in record["final_losses"]  # the last step attacked too
+    assert record["levers"]["adversarial_suffix"] == 10 and record["levers"]["suffix_captions"] == 0.3
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--adversarial_every", "0", "--lambda_adversarial_linear", "5"],
      "--lambda_adversarial_linear 5.0 is a set of the adversarial term: it needs --adversarial_every > 0"),
+    (["--adversarial_every", "0", "--lambda_adversarial_suffix", "5"],
+     "--lambda_adversarial_suffix 5.0 is a set of the adversarial term: it needs --adversarial_every > 0"),
+    (["--suffix_captions", "1.5"], "--suffix_captions 1.5 must be a share within \\[0, 1\\]"),
     (["--adversarial_every", "2", "--lambda_adversarial_linear", "5", "--linear_gradient_samples", "0"],
      "--linear_gradient_samples 0 must be a positive integer"),
     (["--adversarial_every", "2", "--lambda_pair_guard", "0", "--pair_guard_latents", "scenes"],
