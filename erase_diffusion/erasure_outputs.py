@@ -100,7 +100,6 @@ def levers(args):
     return {"paper_terms": True, "token_state_terms": anchored, "mine_neighbours": anchored and args.mine_neighbours,
             "vocabulary_captions": args.vocabulary_captions if anchored else 0,
             "pair_prompts": anchored and args.pair_prompts, "caption_noise": args.caption_noise if anchored else 0.0,
-            "suffix_captions": args.suffix_captions if anchored else 0.0,
             "keep_unconditional": anchored and args.keep_unconditional,
             "adversarial": anchored and bool(args.adversarial_every),
             "adversarial_concept_weight": args.adversarial_concept_weight if anchored and args.adversarial_every else 0.0,

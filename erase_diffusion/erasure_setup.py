@@ -64,9 +64,8 @@ def validate_args(args):
         raise UsageError(f"--lora_rank {args.lora_rank} must be a positive integer")
     if args.lora_rank:
         check_lora_support()
-    for name in ("caption_noise", "suffix_captions"):
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise UsageError(f"--{name} {getattr(args, name)} must be a share within [0, 1]")
+    if not 0.0 <= args.caption_noise <= 1.0:
+        raise UsageError(f"--caption_noise {args.caption_noise} must be a share within [0, 1]")
     for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "num_forget_images",
                  "num_retain_images", "text_batch_size", "adversarial_steps", "data_inference_steps", "unet_batch_size",
                  "adversarial_batch_size", "unet_adversarial_every", "pair_guard_captions"):
@@ -262,7 +261,7 @@ def caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
         far = [w for w in sorted(keep) if not any(re.search(rf"\b{w}\b", c) for c in retain_captions)]
     f, a, r = token_state_sets(forget_captions, retain_captions, names, [w for ws in neighbours.values() for w in ws],
                                anchor, args.pair_prompts, args.caption_noise, args.seed, keep, far, retain,
-                               args.vocabulary_captions, args.keep_unconditional, args.suffix_captions)
+                               args.vocabulary_captions, args.keep_unconditional)
     # the data's own forget captions come first in f (token_state_sets keeps their order)
     return {"forget": f, "anchored": a, "retain": r, "core": len(forget_captions)}, neighbours
 

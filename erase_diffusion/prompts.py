@@ -63,23 +63,15 @@ def vocabulary_captions(captions, names, words, n, rng, replace=True):
     return out
 
 
-def suffixed(caption, words, rng):
-    """`caption` with one to three of `words` appended. A causal encoder's states after the concept's token read it
-    back out of the earlier ones, and the anchored target only covers the words a caption ends with: the discrete
-    attack (UnlearnDiffAtk's search) found its prompts by appending words ("a blue heart blue emblem and and")."""
-    return f"{caption} {' '.join(rng.choice(words) for _ in range(rng.randint(1, 3)))}".strip()
-
-
 def token_state_sets(forget_captions, retain_captions, concept_words, neighbours, anchor, pair_prompts=True,
                      caption_noise=0.0, seed=0, keep=(), vocabulary=(), retain_names=(), vocabulary_size=0,
-                     unconditional=False, suffix_share=0.0):
+                     unconditional=False):
     """(forget captions, their anchored twins, retain captions), each deduplicated in a fixed order.
 
     concept_words: every name of the concepts the data uses (replaced by the anchor); neighbours: mined words that
     stand for the concepts as well; keep: words noise never drops (the concepts', colours); vocabulary: words mined as
     near no concept, `vocabulary_size` retain captions of which keep their states too (vocabulary_captions);
-    unconditional: the empty prompt is the first retain caption (train.py keeps it in every batch); suffix_share: the
-    share of each set also used with words appended (suffixed)."""
+    unconditional: the empty prompt is the first retain caption (train.py keeps it in every batch)."""
     rng = random.Random(seed)
     forget = list(dict.fromkeys(forget_captions))
     names = [w for w in concept_words if any(re.search(rf"\b{re.escape(w)}\b", c, re.IGNORECASE) for c in forget)]
@@ -101,12 +93,7 @@ def token_state_sets(forget_captions, retain_captions, concept_words, neighbours
         singles = list(forget)
         forget += [pair(f, rng.choice(retain)) for f in singles] + [pair(rng.choice(retain), f) for f in singles]
         retain += [pair(rng.choice(retain), rng.choice(retain)) for _ in range(len(retain))]
-    named = {w.lower() for n in list(concept_words) + list(neighbours) for w in n.split()}
-    keep = {w.lower() for w in keep} | named
-    if suffix_share > 0:
-        words = sorted({w for c in forget + retain for w in re.findall(r"[a-z]+", c.lower())} - named)
-        forget += [suffixed(c, words, rng) for c in forget if rng.random() < suffix_share]
-        retain += [suffixed(c, words, rng) for c in retain if c and rng.random() < suffix_share]
+    keep = {w.lower() for w in keep} | {w.lower() for n in list(concept_words) + list(neighbours) for w in n.split()}
     if caption_noise > 0:
         forget += [noisy(c, rng, keep) for c in forget if rng.random() < caption_noise]
         retain += [noisy(c, rng, keep) for c in retain if rng.random() < caption_noise]

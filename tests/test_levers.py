@@ -280,10 +280,9 @@ def test_the_suffix_set_sits_after_each_caption_s_words_and_runs_in_an_erasure(t
         assert new[:e].tolist() == row[:e].tolist() and new[e:e + PREFIX].tolist() == [7] * PREFIX
         assert new[e + PREFIX] == end and m.sum() == PREFIX and m[e:e + PREFIX].all()
     record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "out"), "--adversarial_every", "1",
-                              "--lambda_adversarial_suffix", "10", "--lambda_adversarial_linear", "0",
-                              "--suffix_captions", "0.3"]))["record"]
+                              "--lambda_adversarial_suffix", "10", "--lambda_adversarial_linear", "0"]))["record"]
     assert "adversarial_suffix" in record["final_losses"]  # the last step attacked too
-    assert record["levers"]["adversarial_suffix"] == 10 and record["levers"]["suffix_captions"] == 0.3
+    assert record["levers"]["adversarial_suffix"] == 10
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -291,7 +290,6 @@ def test_the_suffix_set_sits_after_each_caption_s_words_and_runs_in_an_erasure(t
      "--lambda_adversarial_linear 5.0 is a set of the adversarial term: it needs --adversarial_every > 0"),
     (["--adversarial_every", "0", "--lambda_adversarial_suffix", "5"],
      "--lambda_adversarial_suffix 5.0 is a set of the adversarial term: it needs --adversarial_every > 0"),
-    (["--suffix_captions", "1.5"], "--suffix_captions 1.5 must be a share within \\[0, 1\\]"),
     (["--adversarial_every", "2", "--lambda_adversarial_linear", "5", "--linear_gradient_samples", "0"],
      "--linear_gradient_samples 0 must be a positive integer"),
     (["--adversarial_every", "2", "--lambda_pair_guard", "0", "--pair_guard_latents", "scenes"],
