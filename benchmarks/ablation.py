@@ -45,6 +45,8 @@ ROWS = {  # name: (label, flags); every row but "default" states each lever, so 
     "no_unconditional": ("default, '' not kept (--no-keep_unconditional)", ["--no-keep_unconditional"]),
     "concept_weight_1": ("default, concept vectors at weight 1", ["--adversarial_concept_weight", "1"]),
     "inner_steps_2": ("default, 2 inner attack steps", ["--adversarial_steps", "2"]),
+    # the default plus one: vectors after the caption's words, where the discrete search appends (twelfth round)
+    "suffix": ("default + the suffix set (λ 300)", ["--lambda_adversarial_suffix", "300"]),
     # the fifth round's default plus one: AdvUnlearn's attack and outer step both through the frozen UNet (sixth round)
     "unet_outer": ("fifth round's default + UNet-space attack and outer step (λ 3000)",
                    ["--lambda_adversarial_linear", "0", "--adversarial_space", "unet", "--lambda_adversarial_unet",
