@@ -41,7 +41,8 @@ def suffixed(ids, k, filler, end):
     for i, e in enumerate(at.tolist()):
         out[i, e + k:] = ids[i, e:ids.shape[1] - k]
         out[i, e:e + k] = filler
-        out[i, -1] = end if not (out[i] == end).any() else out[i, -1]
+        if not (out[i] == end).any():  # the caption lost its end token to the suffix: it still ends
+            out[i, -1] = end
         mask[i, e:e + k] = True
     return out, mask
 
