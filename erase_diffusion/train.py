@@ -71,6 +71,7 @@ def parse_args(argv=None):
     g.add_argument("--adversarial_concept_weight", type=float, default=0.3, help="Weight of the concept-vector part of the adversarial term against its prefix part (1: equal). 0.3: at 1, with --keep_unconditional, the concept-vector adversaries of the circle drift to the square's inputs, and unlearning them erased kept squares (retain 75 %%); at 0.3 retain stays at 95-100 %% for all six shapes, at a cost in concept inversion (benchmarks/README.md).")
     g.add_argument("--adversarial_lr", type=float, default=1e-2, help="Learning rate of the inner attack.")
     g.add_argument("--lambda_adversarial", type=float, default=300.0, help="Weight of the adversarial term.")
+    g.add_argument("--lambda_pair_padding", type=float, default=0.0, help="Extra weight of the anchor term on two-object forget captions' states from their end token on (anchored only; 0: off): a causal encoder's states for an object named before the concept cannot see it, so the concept reaches that object through those states.")
     g.add_argument("--lambda_adversarial_suffix", type=float, default=0.0, help="Weight of a fourth adversarial set: vectors after each attacked caption's words (where the discrete search appends its words), fitted so that the encoder under erasure reproduces the original's states of the plain caption (the search's own criterion), and unlearnt to the anchored caption with a filler suffix. 0: off. Measured at 300 over six shapes and seeds 0 and 1: the discrete search succeeded in 1 erasure of 12 (the default: 3), inversion 27 %% on average (the default: 44 %%), but kept objects beside the concept fell (86 %% on average against 93 %%, the circle 65-90 %%): 9 robust-erasure bars missed against the default's 8; at 100, 11 (benchmarks/README.md, twelfth round).")
     g.add_argument("--lambda_adversarial_unet", type=float, default=0.0, help="Weight of AdvUnlearn's outer step through the frozen UNet: under the prefix adversaries, the erased encoder's conditioning must make the UNet predict on the concept's images what the anchored caption makes it predict (0: off; 2 UNet evaluations per attacked caption). Measured with --adversarial_space unet: the star's soft-prompt ASR 67 %% -> 42 %% at 1000, 17 %% at 3000, but over all six shapes at 3000 it missed 11 robust-erasure bars against the default's 5 (soft prompt worse for triangle, heart, cross; kept objects beside the concept 55-95 %%) at ~2.3x the time (benchmarks/README.md, sixth round): off by default.")
     g.add_argument("--lambda_unet", type=float, default=0.0, help="Weight of the UNet-aware term: through the frozen UNet, forget captions must predict the noise the anchored caption does on the concept's images (0: off; unet_term.py).")
@@ -170,6 +171,11 @@ def step_loss(args, setup, models, batch, adversarial=False, unet_adversarial=Fa
         if args.objective == "anchored":
             part["preserve"] = losses.token_preservation_loss(tr_states, orig.retain_states)
             part["anchor"] = losses.anchor_loss(tf_states, orig.anchor_states)
+            if args.lambda_pair_padding > 0:
+                two = [i for i, c in enumerate(batch.tf.tolist()) if is_pair(setup.text["forget"][c])]
+                if two:  # from the end token on: the states every object of the caption reaches the UNet through
+                    after = (texts[0][two] == enc.tokenizer.eos_token_id).cumsum(1) > 0
+                    part["pair_padding"] = losses.anchor_loss(tf_states[two][after], orig.anchor_states[two][after])
             if adversarial:
                 ids = cache.ids["text_forget"][batch.adv]
                 part.update(setup.adversaries[k].loss(
@@ -198,7 +204,8 @@ def step_loss(args, setup, models, batch, adversarial=False, unet_adversarial=Fa
                "preserve": args.lambda_preserve, "anchor": args.lambda_anchor, "adversarial": args.lambda_adversarial,
                "adversarial_unet": args.lambda_adversarial_unet, "unet": args.lambda_unet,
                "pair_guard": args.lambda_pair_guard, "adversarial_linear": args.lambda_adversarial_linear,
-               "adversarial_linear_states": args.lambda_adversarial, "adversarial_suffix": args.lambda_adversarial_suffix}
+               "adversarial_linear_states": args.lambda_adversarial, "adversarial_suffix": args.lambda_adversarial_suffix,
+               "pair_padding": args.lambda_pair_padding}
     loss, logs = losses.total_loss(terms, weights)
     return loss, logs, rows
 
