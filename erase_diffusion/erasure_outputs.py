@@ -101,6 +101,7 @@ def levers(args):
             "vocabulary_captions": args.vocabulary_captions if anchored else 0,
             "pair_prompts": anchored and args.pair_prompts, "caption_noise": args.caption_noise if anchored else 0.0,
             "keep_unconditional": anchored and args.keep_unconditional,
+            "pair_padding": args.lambda_pair_padding if anchored and args.pair_prompts else 0.0,
             "adversarial": anchored and bool(args.adversarial_every),
             "adversarial_concept_weight": args.adversarial_concept_weight if anchored and args.adversarial_every else 0.0,
             "adversarial_linear": args.lambda_adversarial_linear if anchored and args.adversarial_every else 0.0,

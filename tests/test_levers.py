@@ -266,6 +266,11 @@ def test_the_linear_adversaries_run_in_an_erasure_and_cost_unet_evaluations_once
     assert costs["unet_evals_training"] == 0 and "linearisation" in record["seconds"]
 
 
+def test_the_two_object_captions_padding_weight_runs_and_is_recorded(tmp_path):
+    record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "out"), "--lambda_pair_padding", "10"]))["record"]
+    assert record["final_losses"]["pair_padding"] > 0 and record["levers"]["pair_padding"] == 10
+
+
 def test_the_suffix_set_sits_after_each_caption_s_words_and_runs_in_an_erasure(tmp_path):
     from erase_diffusion.adversarial import PREFIX, suffixed
     from erase_diffusion.families import load_encoders
