@@ -171,11 +171,12 @@ def step_loss(args, setup, models, batch, adversarial=False, unet_adversarial=Fa
         if args.objective == "anchored":
             part["preserve"] = losses.token_preservation_loss(tr_states, orig.retain_states)
             part["anchor"] = losses.anchor_loss(tf_states, orig.anchor_states)
-            if args.lambda_pair_padding > 0:
-                two = [i for i, c in enumerate(batch.tf.tolist()) if is_pair(setup.text["forget"][c])]
-                if two:  # from the end token on: the states every object of the caption reaches the UNet through
-                    after = (texts[0][two] == enc.tokenizer.eos_token_id).cumsum(1) > 0
-                    part["pair_padding"] = losses.anchor_loss(tf_states[two][after], orig.anchor_states[two][after])
+            pair_rows = [i for i, c in enumerate(batch.tf.tolist()) if is_pair(setup.text["forget"][c])]
+            if args.lambda_pair_padding > 0 and pair_rows:  # from the end token on: the states every object of the
+                # caption reaches the UNet through
+                after = (texts[0][pair_rows] == enc.tokenizer.eos_token_id).cumsum(1) > 0
+                part["pair_padding"] = losses.anchor_loss(tf_states[pair_rows][after],
+                                                          orig.anchor_states[pair_rows][after])
             if adversarial:
                 ids = cache.ids["text_forget"][batch.adv]
                 part.update(setup.adversaries[k].loss(
@@ -189,8 +190,7 @@ def step_loss(args, setup, models, batch, adversarial=False, unet_adversarial=Fa
                 suffix_set = len(ids) if setup.adversaries[k].suffixed is not None else 0
                 rows += (len(ids) + unet_set + linear_set + suffix_set) * (2 * args.adversarial_steps + 2)
             if unet_adversarial and args.lambda_pair_guard > 0 and k == 0:
-                two = [i for i, c in enumerate(batch.tf.tolist())
-                       if is_pair(setup.text["forget"][c]) and setup.unet_term.guards(c)]
+                two = [i for i in pair_rows if setup.unet_term.guards(int(batch.tf[i]))]
                 if two:  # a batch may draw none
                     two = torch.tensor(two[:args.pair_guard_captions], dtype=torch.long)
                     part["pair_guard"] = setup.unet_term.pair_guard(tf_states[two], orig.anchor_states[two],
