@@ -90,7 +90,7 @@ def run_attacks(original, erased, judge, rows, names, args, gen, progress=True):
         found["asr_post"] = sum(r["success"] for r in found["records"]) / n
         if norms:  # a found vector far outside the vocabulary's norms is an input no typed prompt makes, and no
             # defence that learns from words sees (benchmarks/README.md, fifth round: the star's soft prompt)
-            vocabulary = token_embedding(erased.text_encoder).weight.norm(dim=-1).mean()
+            vocabulary = token_embedding(erased.text_encoder).weight.detach().norm(dim=-1).mean()
             found["vector_norm"] = {"found": round(float(torch.cat(norms).mean()), 4),
                                     "vocabulary": round(float(vocabulary), 4)}
         found["seconds"] = round(time.perf_counter() - started, 1)
