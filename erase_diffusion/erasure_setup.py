@@ -54,6 +54,8 @@ def validate_args(args):
                  "lambda_adversarial_suffix", "lambda_pair_padding"):
         if getattr(args, name) is not None and getattr(args, name) < 0:
             raise UsageError(f"--{name} {getattr(args, name)} must be >= 0")
+    if args.suffix_captions < 0:
+        raise UsageError(f"--suffix_captions {args.suffix_captions} must be >= 0")
     if args.linear_gradient_samples < 1:
         raise UsageError(f"--linear_gradient_samples {args.linear_gradient_samples} must be a positive integer")
     if args.learning_rate is None:
@@ -261,7 +263,7 @@ def caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
         far = [w for w in sorted(keep) if not any(re.search(rf"\b{w}\b", c) for c in retain_captions)]
     f, a, r = token_state_sets(forget_captions, retain_captions, names, [w for ws in neighbours.values() for w in ws],
                                anchor, args.pair_prompts, args.caption_noise, args.seed, keep, far, retain,
-                               args.vocabulary_captions, args.keep_unconditional)
+                               args.vocabulary_captions, args.keep_unconditional, args.suffix_captions)
     # the data's own forget captions come first in f (token_state_sets keeps their order)
     return {"forget": f, "anchored": a, "retain": r, "core": len(forget_captions)}, neighbours
 

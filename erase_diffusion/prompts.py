@@ -7,8 +7,9 @@ From the data's own captions the loop builds two sets:
 - retain captions that keep their token states: the data's retain captions and two-object captions of kept objects.
 Both sets also hold each caption as its bare object phrase ("a photo of a red circle" -> "a red circle").
 A share of each set also comes with caption noise (`--caption_noise`): filler words, letter strings the vocabulary
-lacks, a dropped word, clauses in another order, so the erasure holds for wording it never saw. Nothing here reads
-the world's held-out lists.
+lacks, a dropped word, clauses in another order, so the erasure holds for wording it never saw. With
+`--suffix_captions` both sets also hold one-object captions with words of the captions' own vocabulary appended ("a
+red circle cross four"): where a word search appends its words. Nothing here reads the world's held-out lists.
 """
 
 import random
@@ -63,15 +64,28 @@ def vocabulary_captions(captions, names, words, n, rng, replace=True):
     return out
 
 
+def suffixed_captions(captions, words, n, rng, most=4):
+    """n of `captions`, each with 1 to `most` of `words` appended (the discrete search adds up to 5)."""
+    return [f"{rng.choice(captions)} {' '.join(rng.choice(words) for _ in range(rng.randint(1, most)))}"
+            for _ in range(n)] if captions and words else []
+
+
+def caption_words(captions, exclude):
+    """The alphabetic words `captions` use, minus `exclude` (any case), sorted."""
+    skip = {w.lower() for phrase in exclude for w in phrase.split()}
+    return sorted({w for c in captions for w in re.findall(r"[A-Za-z]+", c) if w.lower() not in skip})
+
+
 def token_state_sets(forget_captions, retain_captions, concept_words, neighbours, anchor, pair_prompts=True,
                      caption_noise=0.0, seed=0, keep=(), vocabulary=(), retain_names=(), vocabulary_size=0,
-                     unconditional=False):
+                     unconditional=False, suffix_size=0):
     """(forget captions, their anchored twins, retain captions), each deduplicated in a fixed order.
 
     concept_words: every name of the concepts the data uses (replaced by the anchor); neighbours: mined words that
     stand for the concepts as well; keep: words noise never drops (the concepts', colours); vocabulary: words mined as
     near no concept, `vocabulary_size` retain captions of which keep their states too (vocabulary_captions);
-    unconditional: the empty prompt is the first retain caption (train.py keeps it in every batch)."""
+    unconditional: the empty prompt is the first retain caption (train.py keeps it in every batch); suffix_size: forget
+    and retain captions each with words of the data's captions (never a concept's name) appended."""
     rng = random.Random(seed)
     forget = list(dict.fromkeys(forget_captions))
     names = [w for w in concept_words if any(re.search(rf"\b{re.escape(w)}\b", c, re.IGNORECASE) for c in forget)]
@@ -89,10 +103,14 @@ def token_state_sets(forget_captions, retain_captions, concept_words, neighbours
     # the adversarial term, and 0.08 with these phrases
     retain += [object_phrase(c) for c in retain]
     forget += [object_phrase(c) for c in forget]
+    singles, kept_singles = list(forget), list(retain)
     if pair_prompts and retain:
-        singles = list(forget)
         forget += [pair(f, rng.choice(retain)) for f in singles] + [pair(rng.choice(retain), f) for f in singles]
         retain += [pair(rng.choice(retain), rng.choice(retain)) for _ in range(len(retain))]
+    if suffix_size:  # words after the concept's name, where a causal encoder's states read it back out of earlier ones
+        words = caption_words(forget_captions + retain_captions, list(concept_words) + list(neighbours) + [anchor])
+        forget += suffixed_captions(singles, words, suffix_size, rng)
+        retain += suffixed_captions(kept_singles, words, suffix_size, rng)
     keep = {w.lower() for w in keep} | {w.lower() for n in list(concept_words) + list(neighbours) for w in n.split()}
     if caption_noise > 0:
         forget += [noisy(c, rng, keep) for c in forget if rng.random() < caption_noise]

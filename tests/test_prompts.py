@@ -47,3 +47,18 @@ def test_the_empty_prompt_leads_the_retain_set_only_when_asked():
     forget, anchored, retain = by_name_sets(unconditional=True)
     assert retain[0] == "" and retain.count("") == 1 and "" not in forget
     assert "" not in by_name_sets()[2] and retain[1:] == by_name_sets()[2]
+
+
+def test_suffix_captions_append_the_captions_own_words_after_the_concept_and_never_its_name():
+    # where the word search appends its words; the words are the data's own, so nothing held out reaches the sets
+    forget, anchored, retain = by_name_sets(suffix_size=40, seed=2)
+    plain_forget, _, plain_retain = by_name_sets(seed=2)
+    added = [f for f in forget if f not in plain_forget]
+    assert len(added) > 20 and len([r for r in retain if r not in plain_retain]) > 20
+    own = {w for c in plain_forget + plain_retain for w in re.findall(r"[a-z]+", c)} - {"triangle", "blob"}
+    for f in added:
+        head, tail = re.split(r"\btriangle\b", f, maxsplit=1)
+        assert tail.split() and set(tail.split()) <= own, f  # words after the concept, each of the captions' own
+        assert anchored[forget.index(f)] == f"{head}blob{tail}"
+    assert not any("triangle" in r for r in retain)
+    assert by_name_sets(suffix_size=0, seed=2) == (plain_forget, by_name_sets(seed=2)[1], plain_retain)
