@@ -251,9 +251,11 @@ def main(args, on_phase=None):
         prepared = accelerator.prepare(*models.values(), build_optimizer(params, args.learning_rate))
         models, optimizer = dict(zip(models, prepared[:-1])), prepared[-1]
 
+    ema = None
     if args.use_ema:
         from diffusers.training_utils import EMAModel
-    ema = EMAModel(params, decay=args.ema_decay) if args.use_ema else None
+
+        ema = EMAModel(params, decay=args.ema_decay)
     os.makedirs(args.output_dir, exist_ok=True)
     start = 0
     resume = checkpoint.resolve(args.output_dir, args.resume_from_checkpoint)
@@ -264,6 +266,8 @@ def main(args, on_phase=None):
             adversaries.load_state_dict({key[len(f"{k}."):]: v for key, v in extra.items() if key.startswith(f"{k}.")})
         if setup.unet_term is not None:  # set after the setup's own draws (the gradients): the loop's continue here
             setup.unet_term.load_state_dict(extra)
+        if ema is not None and "ema.step" not in extra:
+            raise UsageError(f"checkpoint {resume!r} was made without the moving average: resume with --no-use_ema")
         if ema is not None:
             ema.load_state_dict({**ema.state_dict(), "optimization_step": int(extra["ema.step"]),
                                  "shadow_params": [extra[f"ema.{i}"] for i in range(len(params))]})
@@ -305,8 +309,8 @@ def main(args, on_phase=None):
                 extra = {f"{k}.{key}": v for k, a in enumerate(setup.adversaries) for key, v in a.state_dict().items()}
                 extra.update(setup.unet_term.state_dict() if setup.unet_term is not None else {})
                 if ema is not None:
-                    extra.update({f"ema.{i}": p.contiguous() for i, p in enumerate(ema.shadow_params)},
-                                 **{"ema.step": torch.tensor(ema.optimization_step)})
+                    extra.update({f"ema.{i}": p.contiguous() for i, p in enumerate(ema.shadow_params)})
+                    extra["ema.step"] = torch.tensor(ema.optimization_step)
                 checkpoint.save(args.output_dir, step + 1, unwrapped, optimizer, args.checkpoints_total_limit, extra)
             accelerator.wait_for_everyone()
 

@@ -17,8 +17,9 @@ QUICK = ["--concept", "triangle", "--max_train_steps", "4", "--validation_seeds"
 def test_every_lever_runs_and_is_recorded_with_its_cost(tmp_path):
     out = tmp_path / "out"
     record = main(parse_args([*QUICK, "--output_dir", str(out), "--mine_neighbours", "--pair_prompts",
-                              "--caption_noise", "0.3", "--suffix_captions", "16", "--adversarial_every", "2", "--lambda_unet", "1",
-                              "--lambda_adversarial_unet", "1", "--unet_adversaries", "4", "--lambda_pair_guard", "1",
+                              "--caption_noise", "0.3", "--suffix_captions", "16", "--adversarial_every", "2",
+                              "--lambda_unet", "1", "--lambda_adversarial_unet", "1", "--unet_adversaries", "4",
+                              "--lambda_pair_guard", "1",
                               "--pair_guard_captions", "2"]))["record"]
     assert all(record["levers"][k] for k in ("token_state_terms", "mine_neighbours", "pair_prompts", "adversarial",
                                              "adversarial_unet", "unet_term", "pair_guard"))

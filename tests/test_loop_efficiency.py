@@ -136,10 +136,13 @@ def test_mmap_threshold_is_pinned_only_for_large_models_on_cpu():
 
 
 def test_the_moving_average_is_what_is_saved_and_resumes_exactly(tmp_path):
-    last = run(tmp_path / "last", "--no-use_ema", "--checkpointing_steps", "0")
+    last = run(tmp_path / "last", "--no-use_ema", "--checkpointing_steps", "5")
     ema = run(tmp_path / "ema", "--checkpointing_steps", "5")  # on by default
     assert not same(last, ema)  # the average of the last steps, not the last step
     assert json.load(open(tmp_path / "ema" / "erasure.json"))["levers"]["ema_decay"] == 0.99
     shutil.copytree(tmp_path / "ema" / "checkpoints", tmp_path / "resumed" / "checkpoints")
     resumed = run(tmp_path / "resumed", "--resume_from_checkpoint", "latest", "--checkpointing_steps", "0")
     assert same(ema, resumed)  # the average's own state came back with the checkpoint
+    shutil.copytree(tmp_path / "last" / "checkpoints", tmp_path / "mixed" / "checkpoints")
+    with pytest.raises(UsageError, match="--no-use_ema"):  # a checkpoint without the average cannot resume one
+        run(tmp_path / "mixed", "--resume_from_checkpoint", "latest", "--checkpointing_steps", "0")
