@@ -266,9 +266,9 @@ def main(args, on_phase=None):
             adversaries.load_state_dict({key[len(f"{k}."):]: v for key, v in extra.items() if key.startswith(f"{k}.")})
         if setup.unet_term is not None:  # set after the setup's own draws (the gradients): the loop's continue here
             setup.unet_term.load_state_dict(extra)
-        if ema is not None and "ema.step" not in extra:
-            raise UsageError(f"checkpoint {resume!r} was made without the moving average: resume with --no-use_ema")
         if ema is not None:
+            if "ema.step" not in extra:
+                raise UsageError(f"checkpoint {resume!r} was made without the moving average: resume with --no-use_ema")
             ema.load_state_dict({**ema.state_dict(), "optimization_step": int(extra["ema.step"]),
                                  "shadow_params": [extra[f"ema.{i}"] for i in range(len(params))]})
         accelerator.print(f"resumed from {resume} at step {start}")
