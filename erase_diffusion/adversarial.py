@@ -85,6 +85,7 @@ class Adversaries:
             self.prefix_linear = self.prefix.clone()  # and the first-order one (--lambda_adversarial_linear)
             self.suffix = self.prefix.clone()  # and the suffix set (--lambda_adversarial_suffix)
         self.suffixed = None  # (ids, mask): the attacked captions with PREFIX filler tokens after their words, or None
+        self.carried = None  # (the frozen original, (ids, mask) of the anchored twins with filler after their words)
         self.gradients = None  # (N_core, L, D): the UNet's concept gradients at the prefix targets, set by the setup
 
     def state_dict(self):
@@ -164,7 +165,12 @@ class Adversaries:
                        adversarial_linear=F.relu(-gain(linear)).mean())
         if "suffix" in found:  # the suffixed caption's target: the anchored one with the filler after its words
             self.suffix[idx] = found["suffix"].view(len(idx), PREFIX, -1)
-            out["adversarial_suffix"] = F.mse_loss(encode(model, s_ids, found["suffix"], s_mask), targets.suffix_anchor)
+            goal_suffix = targets.suffix_anchor
+            if self.carried is not None:  # what the original makes of the same vectors after the anchored caption
+                original, (a_ids, a_mask) = self.carried
+                with torch.no_grad():
+                    goal_suffix = encode(original, a_ids[idx], found["suffix"], a_mask[idx])
+            out["adversarial_suffix"] = F.mse_loss(encode(model, s_ids, found["suffix"], s_mask), goal_suffix)
         if n:
             self.prefix_unet[idx[:n]] = found["unet"].view(n, PREFIX, -1)
             states, goal = encode(model, shifted[:n], found["unet"], pmask[:n]), goal[:n]

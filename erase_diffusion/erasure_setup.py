@@ -3,6 +3,7 @@
 All of it happens before --output_dir is touched, so bad input leaves nothing behind.
 """
 
+import copy
 import os
 import random
 import re
@@ -308,6 +309,9 @@ def prepare(args, accelerator, on_phase=lambda name: None):
         if getattr(args, name) and not args.adversarial_every:
             raise UsageError(f"--{name} {getattr(args, name)} is a set of the adversarial term: it needs "
                              "--adversarial_every > 0 and --objective anchored")
+    if args.suffix_target != "filler" and not args.lambda_adversarial_suffix:
+        raise UsageError(f"--suffix_target {args.suffix_target} sets what the suffix set unlearns to: it needs "
+                         "--lambda_adversarial_suffix > 0")
     if args.unet_adversaries and not args.lambda_adversarial_unet:
         raise UsageError(f"--unet_adversaries {args.unet_adversaries} are unlearnt by the outer step through the UNet: "
                          "they need --lambda_adversarial_unet > 0")
@@ -376,6 +380,10 @@ def prepare(args, accelerator, on_phase=lambda name: None):
             if "suffix_anchor" in ids:
                 adversaries[-1].suffixed = suffixed(ids["adversarial_forget"], PREFIX, placeholder_id(enc.tokenizer),
                                                     enc.tokenizer.eos_token_id)
+                if args.suffix_target == "carried":  # the original reads the found vectors after the anchored caption
+                    adversaries[-1].carried = (copy.deepcopy(enc.text_encoder).eval().requires_grad_(False),
+                                               suffixed(ids["text_anchor"][:core], PREFIX,
+                                                        placeholder_id(enc.tokenizer), enc.tokenizer.eos_token_id))
         add_trainable(args, enc, torch.cat([ids[key] for key in ("forget", "retain", "text_forget", "text_retain")]))
     seconds["cache"] = time.perf_counter() - t
     if args.lambda_adversarial_linear > 0 and args.objective == "anchored":  # once, from the original's targets

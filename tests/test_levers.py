@@ -289,7 +289,45 @@ def test_the_suffix_set_sits_after_each_caption_s_words_and_runs_in_an_erasure(t
     record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "out"), "--adversarial_every", "1",
                               "--lambda_adversarial_suffix", "10", "--lambda_adversarial_linear", "0"]))["record"]
     assert "adversarial_suffix" in record["final_losses"]  # the last step attacked too
-    assert record["levers"]["adversarial_suffix"] == 10
+    assert record["levers"]["adversarial_suffix"] == 10 and record["levers"]["suffix_target"] == "filler"
+
+
+def test_the_carried_suffix_target_is_what_the_original_makes_of_the_same_vectors_after_the_anchored_caption():
+    import copy
+
+    import torch.nn.functional as F
+
+    from erase_diffusion.adversarial import PREFIX, Adversaries, suffixed
+    from erase_diffusion.attacks.common import encode, placeholder_id
+    from erase_diffusion.families import load_encoders
+    from erase_diffusion.miniature import clip_path, model_path
+
+    enc = load_encoders(model_path(), "miniature", [clip_path()])[0]
+    filler, end = placeholder_id(enc.tokenizer), enc.tokenizer.eos_token_id
+    ids, anchored = enc.tokenize(["a red triangle", "a blue triangle"]), enc.tokenize(["a red blob", "a blue blob"])
+    original = copy.deepcopy(enc.text_encoder).eval().requires_grad_(False)
+    with torch.no_grad():  # the encoder "under erasure" drifts away from the original, as training moves it
+        for p in enc.text_encoder.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+        states = [original(t)[0] for t in (ids, anchored)]
+        goal_filler = original(suffixed(anchored, PREFIX, filler, end)[0])[0]
+    targets = SimpleNamespace(forget=states[0], anchor=states[1], prefix_anchor=states[1], suffix_anchor=goal_filler)
+    losses = {}
+    for target in ("filler", "carried"):
+        adversaries = Adversaries(ids, torch.tensor([9999]), enc.text_encoder, torch.Generator().manual_seed(0))
+        adversaries.suffixed = suffixed(ids, PREFIX, filler, end)
+        if target == "carried":
+            adversaries.carried = (original, suffixed(anchored, PREFIX, filler, end))
+        losses[target] = adversaries.loss(enc.text_encoder, ids, torch.arange(2), filler, targets, 0, 1e-2)
+    vectors = adversaries.suffix.reshape(-1, adversaries.suffix.shape[-1])  # 0 inner steps: where they started
+    a_ids, a_mask = adversaries.carried[1]
+    with torch.no_grad():
+        erased = encode(enc.text_encoder, *adversaries.suffixed[:1], vectors, adversaries.suffixed[1])
+        carried = encode(original, a_ids, vectors, a_mask)
+    assert torch.allclose(losses["carried"]["adversarial_suffix"], F.mse_loss(erased, carried))
+    assert torch.allclose(losses["filler"]["adversarial_suffix"], F.mse_loss(erased, goal_filler))
+    assert not torch.allclose(carried, goal_filler)  # the vectors' meaning is carried, not replaced by filler
+    assert losses["carried"]["adversarial_suffix"].requires_grad  # the outer step reaches the encoder
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -297,6 +335,8 @@ def test_the_suffix_set_sits_after_each_caption_s_words_and_runs_in_an_erasure(t
      "--lambda_adversarial_linear 5.0 is a set of the adversarial term: it needs --adversarial_every > 0"),
     (["--adversarial_every", "0", "--lambda_adversarial_suffix", "5"],
      "--lambda_adversarial_suffix 5.0 is a set of the adversarial term: it needs --adversarial_every > 0"),
+    (["--adversarial_every", "2", "--suffix_target", "carried"],
+     "--suffix_target carried sets what the suffix set unlearns to: it needs --lambda_adversarial_suffix > 0"),
     (["--adversarial_every", "2", "--lambda_adversarial_linear", "5", "--linear_gradient_samples", "0"],
      "--linear_gradient_samples 0 must be a positive integer"),
     (["--adversarial_every", "2", "--lambda_pair_guard", "0", "--pair_guard_latents", "scenes"],
