@@ -101,6 +101,7 @@ def levers(args):
             "vocabulary_captions": args.vocabulary_captions if anchored else 0,
             "suffix_captions": args.suffix_captions if anchored else 0,
             "ema_decay": args.ema_decay if args.use_ema else 0.0,
+            "ema_power": args.ema_power if args.use_ema else 0.0,
             "pair_prompts": anchored and args.pair_prompts, "caption_noise": args.caption_noise if anchored else 0.0,
             "keep_unconditional": anchored and args.keep_unconditional,
             "pair_padding": args.lambda_pair_padding if anchored and args.pair_prompts else 0.0,

@@ -57,6 +57,8 @@ def validate_args(args):
             raise UsageError(f"--{name} {getattr(args, name)} must be >= 0")
     if not 0.0 < args.ema_decay < 1.0:
         raise UsageError(f"--ema_decay {args.ema_decay} must be within (0, 1)")
+    if not 0.0 <= args.ema_power <= 1.0:
+        raise UsageError(f"--ema_power {args.ema_power} must be within [0, 1] (0: EMAModel's own schedule)")
     if args.suffix_captions < 0:
         raise UsageError(f"--suffix_captions {args.suffix_captions} must be >= 0")
     if args.linear_gradient_samples < 1:

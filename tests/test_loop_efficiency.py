@@ -140,6 +140,9 @@ def test_the_moving_average_is_what_is_saved_and_resumes_exactly(tmp_path):
     ema = run(tmp_path / "ema", "--checkpointing_steps", "5")  # on by default
     assert not same(last, ema)  # the average of the last steps, not the last step
     assert json.load(open(tmp_path / "ema" / "erasure.json"))["levers"]["ema_decay"] == 0.99
+    longer = run(tmp_path / "longer", "--ema_power", "0.75", "--checkpointing_steps", "0")  # a longer window
+    assert not same(ema, longer) and not same(last, longer)
+    assert json.load(open(tmp_path / "longer" / "erasure.json"))["levers"]["ema_power"] == 0.75
     shutil.copytree(tmp_path / "ema" / "checkpoints", tmp_path / "resumed" / "checkpoints")
     resumed = run(tmp_path / "resumed", "--resume_from_checkpoint", "latest", "--checkpointing_steps", "0")
     assert same(ema, resumed)  # the average's own state came back with the checkpoint
