@@ -368,8 +368,9 @@ def prepare(args, accelerator, on_phase=lambda name: None):
             ids["adversarial_forget"] = ids["text_forget"][:core]
             ids["prefix_anchor"] = prefixed(ids["text_anchor"][:core], PREFIX, placeholder_id(enc.tokenizer))[0]
             if args.lambda_adversarial_suffix > 0:  # and its suffix term's, the anchored ones with a filler suffix
-                ids["suffix_anchor"] = suffixed(ids["text_anchor"][:core], PREFIX, placeholder_id(enc.tokenizer),
-                                                enc.tokenizer.eos_token_id)[0]
+                anchor_suffixed = suffixed(ids["text_anchor"][:core], PREFIX, placeholder_id(enc.tokenizer),
+                                           enc.tokenizer.eos_token_id)
+                ids["suffix_anchor"] = anchor_suffixed[0]
         c = FeatureCache(enc, ids, {"forget": enc.pixels(forget.images), "retain": enc.pixels(kept.images)}, k,
                          args.cache_features and not args.train_vision_tower, args.train_vision_tower,
                          forget_states=bool(args.adversarial_every))
@@ -384,8 +385,7 @@ def prepare(args, accelerator, on_phase=lambda name: None):
                                                     enc.tokenizer.eos_token_id)
                 if args.suffix_target == "carried":  # the original reads the found vectors after the anchored caption
                     adversaries[-1].carried = (copy.deepcopy(enc.text_encoder).eval().requires_grad_(False),
-                                               suffixed(ids["text_anchor"][:core], PREFIX,
-                                                        placeholder_id(enc.tokenizer), enc.tokenizer.eos_token_id))
+                                               anchor_suffixed)
         add_trainable(args, enc, torch.cat([ids[key] for key in ("forget", "retain", "text_forget", "text_retain")]))
     seconds["cache"] = time.perf_counter() - t
     if args.lambda_adversarial_linear > 0 and args.objective == "anchored":  # once, from the original's targets

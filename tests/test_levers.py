@@ -320,9 +320,9 @@ def test_the_carried_suffix_target_is_what_the_original_makes_of_the_same_vector
             adversaries.carried = (original, suffixed(anchored, PREFIX, filler, end))
         losses[target] = adversaries.loss(enc.text_encoder, ids, torch.arange(2), filler, targets, 0, 1e-2)
     vectors = adversaries.suffix.reshape(-1, adversaries.suffix.shape[-1])  # 0 inner steps: where they started
-    a_ids, a_mask = adversaries.carried[1]
+    (a_ids, a_mask), (s_ids, s_mask) = adversaries.carried[1], adversaries.suffixed
     with torch.no_grad():
-        erased = encode(enc.text_encoder, *adversaries.suffixed[:1], vectors, adversaries.suffixed[1])
+        erased = encode(enc.text_encoder, s_ids, vectors, s_mask)
         carried = encode(original, a_ids, vectors, a_mask)
     assert torch.allclose(losses["carried"]["adversarial_suffix"], F.mse_loss(erased, carried))
     assert torch.allclose(losses["filler"]["adversarial_suffix"], F.mse_loss(erased, goal_filler))
