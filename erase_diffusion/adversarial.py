@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from .attacks.common import encode, token_embedding
 
 PREFIX = 5  # soft tokens before the caption, UnlearnDiffAtk's prefix length; the caption's last 5 (padding) make room
+WORDS = 4  # words the word set appends before it starts a caption's search over (the discrete attack adds up to 5)
+WORD_CAPTIONS = 8  # captions of each adversarial batch the word set searches: every candidate is a forward pass
 
 
 def prefixed(ids, k, filler):
@@ -33,18 +35,23 @@ def prefixed(ids, k, filler):
     return out, mask
 
 
-def suffixed(ids, k, filler, end):
-    """`ids` with k filler tokens right after each caption's words, before its end token (the last k positions, padding,
-    drop out; a caption too long for them loses its last words), and the suffix mask."""
-    at = (ids == end).int().argmax(1).clamp(max=ids.shape[1] - 1 - k)  # each caption's first end token
-    out, mask = ids.clone(), torch.zeros_like(ids, dtype=torch.bool)
-    for i, e in enumerate(at.tolist()):
-        out[i, e + k:] = ids[i, e:ids.shape[1] - k]
-        out[i, e:e + k] = filler
-        if not (out[i] == end).any():  # the caption lost its end token to the suffix: it still ends
-            out[i, -1] = end
-        mask[i, e:e + k] = True
+def appended(ids, extra, end):
+    """`ids` with each row of `extra` (N, K token ids, left-aligned; -1: none) after its caption's words, before its end
+    token (the last positions, padding, drop out; a caption too long for them loses its last words, but still ends),
+    and the inserted tokens' mask."""
+    k = (extra >= 0).sum(1, keepdim=True)
+    at = torch.minimum((ids == end).int().argmax(1, keepdim=True), ids.shape[1] - 1 - k)  # each caption's first end
+    j = torch.arange(ids.shape[1]).expand_as(ids)
+    mask = (j >= at) & (j < at + k)
+    out = torch.where(mask, extra.gather(1, (j - at).clamp(0, extra.shape[1] - 1)),
+                      ids.gather(1, torch.where(j < at, j, (j - k).clamp(min=0))))
+    out[:, -1] = torch.where((out == end).any(1), out[:, -1], end)
     return out, mask
+
+
+def suffixed(ids, k, filler, end):
+    """`ids` with k filler tokens right after each caption's words, before its end token, and the suffix mask."""
+    return appended(ids, torch.full((len(ids), k), filler, dtype=ids.dtype), end)
 
 
 def inner_attack(model, parts, steps, lr):
@@ -86,13 +93,15 @@ class Adversaries:
             self.suffix = self.prefix.clone()  # and the suffix set (--lambda_adversarial_suffix)
         self.suffixed = None  # (ids, mask): the attacked captions with PREFIX filler tokens after their words, or None
         self.carried = None  # (the frozen original, (ids, mask) of the anchored twins with filler after their words)
+        self.words = None  # (candidate word ids, the frozen original, the anchored twins' ids, end id): the word set
+        self.word_suffix = torch.full((len(ids), WORDS), -1, dtype=torch.long)  # each caption's words found so far
         self.gradients = None  # (N_core, L, D): the UNet's concept gradients at the prefix targets, set by the setup
 
     def state_dict(self):
         return {"adversaries.concept": self.concept.contiguous(), "adversaries.prefix": self.prefix.contiguous(),
                 "adversaries.prefix_unet": self.prefix_unet.contiguous(),
                 "adversaries.prefix_linear": self.prefix_linear.contiguous(),
-                "adversaries.suffix": self.suffix.contiguous()}
+                "adversaries.suffix": self.suffix.contiguous(), "adversaries.words": self.word_suffix.contiguous()}
 
     def load_state_dict(self, state):
         self.concept, self.prefix = state["adversaries.concept"], state["adversaries.prefix"]
@@ -100,6 +109,7 @@ class Adversaries:
         self.prefix_unet = state.get("adversaries.prefix_unet", self.prefix.clone())
         self.prefix_linear = state.get("adversaries.prefix_linear", self.prefix.clone())
         self.suffix = state.get("adversaries.suffix", self.prefix.clone())
+        self.word_suffix = state.get("adversaries.words", self.word_suffix)
 
     def loss(self, model, ids, idx, filler_id, targets, steps, lr, concept_weight=1.0, unet_term=None,
              outer_unet=None, unet_captions=0):
@@ -171,9 +181,30 @@ class Adversaries:
                 with torch.no_grad():
                     goal_suffix = encode(original, a_ids[idx], found["suffix"], a_mask[idx])
             out["adversarial_suffix"] = F.mse_loss(encode(model, s_ids, found["suffix"], s_mask), goal_suffix)
+        if self.words is not None:
+            n_words = WORD_CAPTIONS
+            out["adversarial_words"] = self.word_loss(model, ids[:n_words], idx[:n_words], orig_states[:n_words])
         if n:
             self.prefix_unet[idx[:n]] = found["unet"].view(n, PREFIX, -1)
             states, goal = encode(model, shifted[:n], found["unet"], pmask[:n]), goal[:n]
         if outer_unet is not None:
             out["adversarial_unet"] = outer_unet.prefix_loss(states, goal)
         return out
+
+    def word_loss(self, model, ids, idx, orig_states):
+        """The word set: one greedy step of the discrete attack's own search in text space (each caption's words so far,
+        plus the candidate word whose states come closest to the original's states of the plain caption), then the
+        anchor term on the caption with its words: the original's states of the anchored caption with the same words.
+        Only words of the data's own captions are candidates (never a concept's name, the anchor or a held-out word)."""
+        words, original, anchor_ids, end = self.words
+        current = self.word_suffix[idx]
+        current[(current >= 0).sum(1) == WORDS] = -1  # a full suffix starts over: the next searches explore anew
+        cand = current.repeat_interleave(len(words), 0)
+        cand[torch.arange(len(cand)), (current >= 0).sum(1).repeat_interleave(len(words))] = words.repeat(len(idx))
+        with torch.no_grad():
+            states = encode(model, appended(ids.repeat_interleave(len(words), 0), cand, end)[0])
+            dist = ((states - orig_states.repeat_interleave(len(words), 0)) ** 2).mean((1, 2)).view(len(idx), -1)
+            best = cand.view(len(idx), len(words), -1)[torch.arange(len(idx)), dist.argmin(1)]
+            self.word_suffix[idx] = best
+            goal = encode(original, appended(anchor_ids[idx], best, end)[0])
+        return F.mse_loss(encode(model, appended(ids, best, end)[0]), goal)

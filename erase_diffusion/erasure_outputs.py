@@ -110,6 +110,7 @@ def levers(args):
             "adversarial_linear": args.lambda_adversarial_linear if anchored and args.adversarial_every else 0.0,
             "adversarial_suffix": (suffix := args.lambda_adversarial_suffix if anchored and args.adversarial_every else 0.0),
             "suffix_target": args.suffix_target if suffix else None,
+            "adversarial_words": args.lambda_adversarial_words if anchored and args.adversarial_every else 0.0,
             "adversarial_unet": (outer := anchored and bool(args.adversarial_every) and args.lambda_adversarial_unet > 0),
             "unet_adversaries": args.unet_adversaries if outer else 0,
             "pair_guard": (guard := anchored and bool(args.adversarial_every) and args.lambda_pair_guard > 0),

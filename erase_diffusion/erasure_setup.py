@@ -22,7 +22,7 @@ from .features import FeatureCache
 from .host_memory import pin_mmap_threshold
 from .miniature import world
 from .miniature import model_path as miniature_path
-from .prompts import is_pair, token_state_sets
+from .prompts import caption_words, is_pair, token_state_sets
 from .used_rows import train_used_rows
 from .versions import check_lora_support
 
@@ -52,7 +52,7 @@ def validate_args(args):
     for name in ("lambda_retain", "lambda_forget", "lambda_consistency", "lambda_preserve", "lambda_anchor",
                  "lambda_adversarial", "adversarial_concept_weight", "adversarial_every", "data_guidance_scale",
                  "lambda_unet", "lambda_adversarial_unet", "unet_adversaries", "lambda_pair_guard", "lambda_adversarial_linear",
-                 "lambda_adversarial_suffix", "lambda_pair_padding"):
+                 "lambda_adversarial_suffix", "lambda_pair_padding", "lambda_adversarial_words"):
         if getattr(args, name) is not None and getattr(args, name) < 0:
             raise UsageError(f"--{name} {getattr(args, name)} must be >= 0")
     if not 0.0 < args.ema_decay < 1.0:
@@ -288,6 +288,20 @@ def pair_scenes(forget_captions, anchored, seed):
     return scenes
 
 
+def names_and_anchor(args, family, concepts, neighbours, anchor):
+    """Every word that names a concept in the data (its names, mined neighbours) and the anchor."""
+    return concept_names(args, family, concepts, data_source(args, family)) + [
+        w for ws in neighbours.values() for w in ws] + [anchor]
+
+
+def word_ids(enc, text, exclude):
+    """The word set's candidates: the single-token words of the token-state captions, minus `exclude` (prompts.py's
+    caption_words): the data's own words, so no held-out word (which no training caption has) is ever one."""
+    words = caption_words(text["forget"] + text["retain"], exclude)
+    ids = [enc.tokenizer(w, add_special_tokens=False).input_ids for w in words]
+    return torch.tensor(sorted({t[0] for t in ids if len(t) == 1}), dtype=torch.long)
+
+
 def name_token_ids(enc, concepts, neighbours):
     """Token ids that stand for the concepts: all of each concept's tokens, and single-token mined neighbours."""
     ids = [t for c in concepts for t in enc.tokenizer(c, add_special_tokens=False).input_ids]
@@ -307,7 +321,7 @@ def prepare(args, accelerator, on_phase=lambda name: None):
     if args.lambda_adversarial_unet and not args.adversarial_every:
         raise UsageError(f"--lambda_adversarial_unet {args.lambda_adversarial_unet} is the adversarial term's outer step: "
                          "it needs --adversarial_every > 0 and --objective anchored")
-    for name in ("lambda_adversarial_linear", "lambda_adversarial_suffix"):
+    for name in ("lambda_adversarial_linear", "lambda_adversarial_suffix", "lambda_adversarial_words"):
         if getattr(args, name) and not args.adversarial_every:
             raise UsageError(f"--{name} {getattr(args, name)} is a set of the adversarial term: it needs "
                              "--adversarial_every > 0 and --objective anchored")
@@ -386,6 +400,10 @@ def prepare(args, accelerator, on_phase=lambda name: None):
                 if args.suffix_target == "carried":  # the original reads the found vectors after the anchored caption
                     adversaries[-1].carried = (copy.deepcopy(enc.text_encoder).eval().requires_grad_(False),
                                                anchor_suffixed)
+            if args.lambda_adversarial_words > 0:
+                adversaries[-1].words = (word_ids(enc, text, names_and_anchor(args, family, concepts, neighbours, anchor)),
+                                         copy.deepcopy(enc.text_encoder).eval().requires_grad_(False),
+                                         ids["text_anchor"][:text["core"]], enc.tokenizer.eos_token_id)
         add_trainable(args, enc, torch.cat([ids[key] for key in ("forget", "retain", "text_forget", "text_retain")]))
     seconds["cache"] = time.perf_counter() - t
     if args.lambda_adversarial_linear > 0 and args.objective == "anchored":  # once, from the original's targets
