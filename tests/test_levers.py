@@ -330,11 +330,60 @@ def test_the_carried_suffix_target_is_what_the_original_makes_of_the_same_vector
     assert losses["carried"]["adversarial_suffix"].requires_grad  # the outer step reaches the encoder
 
 
+def test_the_word_set_appends_the_data_s_own_word_nearest_the_concept_and_unlearns_it_to_the_anchored_twin(tmp_path):
+    import copy
+
+    import torch.nn.functional as F
+
+    from erase_diffusion.adversarial import Adversaries, appended
+    from erase_diffusion.attacks.common import encode
+    from erase_diffusion.erasure_setup import word_ids
+    from erase_diffusion.families import load_encoders
+    from erase_diffusion.miniature import clip_path, model_path, world
+
+    enc = load_encoders(model_path(), "miniature", [clip_path()])[0]
+    end = enc.tokenizer.eos_token_id
+    captions = ["a red triangle", "a picture of a blue wedge on a plain background"]
+    text = {"forget": captions + ["a red triangle and a green circle"], "retain": ["a yellow star", ""]}
+    words = word_ids(enc, text, ["triangle", "wedge", "blob"])
+    spelled = {enc.tokenizer.decode([w]).strip() for w in words.tolist()}
+    assert {"red", "green", "circle", "picture", "star", "and"} <= spelled  # the captions' own words
+    held_out = {w for ws in world.HELD_OUT_PARAPHRASES.values() for p in ws for w in p.split()}
+    assert not spelled & ({"triangle", "wedge", "blob"} | held_out)  # never a concept's name, the anchor or held out
+    ids, anchored = enc.tokenize(captions), enc.tokenize(["a red blob", "a picture of a blue blob on a plain background"])
+    original = copy.deepcopy(enc.text_encoder).eval().requires_grad_(False)
+    with torch.no_grad():  # the encoder "under erasure" drifts away from the original, as training moves it
+        for p in enc.text_encoder.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+        plain = original(ids)[0]
+    adversaries = Adversaries(ids, torch.tensor([9999]), enc.text_encoder, torch.Generator().manual_seed(0))
+    adversaries.words = (words, original, anchored, end)
+    for step in range(2):  # each step appends one more word: the one whose states come nearest the plain caption's
+        before = adversaries.word_suffix.clone()
+        loss = adversaries.word_loss(enc.text_encoder, ids, torch.arange(2), plain)
+        found = adversaries.word_suffix
+        for i in range(2):
+            assert found[i, :step].tolist() == before[i, :step].tolist() and found[i, step] in words
+            options = torch.stack([torch.cat([found[i, :step], w.view(1), found[i, step + 1:]]) for w in words])
+            with torch.no_grad():
+                states = enc.text_encoder(appended(ids[i].expand(len(words), -1), options, end)[0])[0]
+            assert words[((states - plain[i]) ** 2).mean((1, 2)).argmin()] == found[i, step]
+    with torch.no_grad():
+        goal = original(appended(anchored, found, end)[0])[0]
+        erased = encode(enc.text_encoder, appended(ids, found, end)[0])
+    assert torch.allclose(loss, F.mse_loss(erased, goal)) and loss.requires_grad
+    record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "out"), "--adversarial_every", "1",
+                              "--lambda_adversarial_words", "10", "--lambda_adversarial_linear", "0"]))["record"]
+    assert record["final_losses"]["adversarial_words"] > 0 and record["levers"]["adversarial_words"] == 10
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--adversarial_every", "0", "--lambda_adversarial_linear", "5"],
      "--lambda_adversarial_linear 5.0 is a set of the adversarial term: it needs --adversarial_every > 0"),
     (["--adversarial_every", "0", "--lambda_adversarial_suffix", "5"],
      "--lambda_adversarial_suffix 5.0 is a set of the adversarial term: it needs --adversarial_every > 0"),
+    (["--adversarial_every", "0", "--lambda_adversarial_words", "5"],
+     "--lambda_adversarial_words 5.0 is a set of the adversarial term: it needs --adversarial_every > 0"),
     (["--adversarial_every", "2", "--suffix_target", "carried"],
      "--suffix_target carried sets what the suffix set unlearns to: it needs --lambda_adversarial_suffix > 0"),
     (["--adversarial_every", "2", "--lambda_adversarial_linear", "5", "--linear_gradient_samples", "0"],
