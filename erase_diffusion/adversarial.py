@@ -182,8 +182,8 @@ class Adversaries:
                     goal_suffix = encode(original, a_ids[idx], found["suffix"], a_mask[idx])
             out["adversarial_suffix"] = F.mse_loss(encode(model, s_ids, found["suffix"], s_mask), goal_suffix)
         if self.words is not None:
-            n_words = WORD_CAPTIONS
-            out["adversarial_words"] = self.word_loss(model, ids[:n_words], idx[:n_words], orig_states[:n_words])
+            out["adversarial_words"] = self.word_loss(model, ids[:WORD_CAPTIONS], idx[:WORD_CAPTIONS],
+                                                      orig_states[:WORD_CAPTIONS])
         if n:
             self.prefix_unet[idx[:n]] = found["unet"].view(n, PREFIX, -1)
             states, goal = encode(model, shifted[:n], found["unet"], pmask[:n]), goal[:n]

@@ -298,8 +298,11 @@ def word_ids(enc, text, exclude):
     """The word set's candidates: the single-token words of the token-state captions, minus `exclude` (prompts.py's
     caption_words): the data's own words, so no held-out word (which no training caption has) is ever one."""
     words = caption_words(text["forget"] + text["retain"], exclude)
-    ids = [enc.tokenizer(w, add_special_tokens=False).input_ids for w in words]
-    return torch.tensor(sorted({t[0] for t in ids if len(t) == 1}), dtype=torch.long)
+    ids = sorted({t[0] for t in (enc.tokenizer(w, add_special_tokens=False).input_ids for w in words) if len(t) == 1})
+    if not ids:
+        raise UsageError("--lambda_adversarial_words: the captions have no one-token word besides the concepts' names "
+                         "and the anchor to append; use --lambda_adversarial_words 0")
+    return torch.tensor(ids, dtype=torch.long)
 
 
 def name_token_ids(enc, concepts, neighbours):
