@@ -397,16 +397,17 @@ def prepare(args, accelerator, on_phase=lambda name: None):
         if args.adversarial_every:  # before add_trainable: the adversaries start from the original token rows
             adversaries.append(Adversaries(ids["text_forget"], name_ids[-1], enc.text_encoder,
                                            torch.Generator().manual_seed(args.seed + k)))
+            carried = "suffix_anchor" in ids and args.suffix_target == "carried"
+            if carried or args.lambda_adversarial_words > 0:  # sets whose targets the frozen original reads as they go
+                original = copy.deepcopy(enc.text_encoder).eval().requires_grad_(False)
             if "suffix_anchor" in ids:
                 adversaries[-1].suffixed = suffixed(ids["adversarial_forget"], PREFIX, placeholder_id(enc.tokenizer),
                                                     enc.tokenizer.eos_token_id)
-                if args.suffix_target == "carried":  # the original reads the found vectors after the anchored caption
-                    adversaries[-1].carried = (copy.deepcopy(enc.text_encoder).eval().requires_grad_(False),
-                                               anchor_suffixed)
+                if carried:  # the original reads the found vectors after the anchored caption
+                    adversaries[-1].carried = (original, anchor_suffixed)
             if args.lambda_adversarial_words > 0:
                 adversaries[-1].words = (word_ids(enc, text, names_and_anchor(args, family, concepts, neighbours, anchor)),
-                                         copy.deepcopy(enc.text_encoder).eval().requires_grad_(False),
-                                         ids["text_anchor"][:text["core"]], enc.tokenizer.eos_token_id)
+                                         original, ids["text_anchor"][:text["core"]], enc.tokenizer.eos_token_id)
         add_trainable(args, enc, torch.cat([ids[key] for key in ("forget", "retain", "text_forget", "text_retain")]))
     seconds["cache"] = time.perf_counter() - t
     if args.lambda_adversarial_linear > 0 and args.objective == "anchored":  # once, from the original's targets
