@@ -59,6 +59,8 @@ def validate_args(args):
         raise UsageError(f"--ema_decay {args.ema_decay} must be within (0, 1)")
     if not 0.0 <= args.ema_power <= 1.0:
         raise UsageError(f"--ema_power {args.ema_power} must be within [0, 1] (0: EMAModel's own schedule)")
+    if args.hard_pairs < 0:
+        raise UsageError(f"--hard_pairs {args.hard_pairs} must be >= 0")
     if args.suffix_captions < 0:
         raise UsageError(f"--suffix_captions {args.suffix_captions} must be >= 0")
     if args.linear_gradient_samples < 1:
@@ -249,7 +251,7 @@ def caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
     from .neighbours import mine
 
     if args.objective == "paper":
-        return {"forget": [], "anchored": [], "retain": [], "core": 0}, {}
+        return {"forget": [], "anchored": [], "retain": [], "core": 0, "hard_partners": []}, {}
     source = data_source(args, family)
     names = concept_names(args, family, concepts, source)
     neighbours, far = {}, []
@@ -269,11 +271,23 @@ def caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
         # of its training captions, none held out; none elsewhere) that the retain captions never show: captions from
         # templates without colours name none, the miniature's own templates name every one and need none
         far = [w for w in sorted(keep) if not any(re.search(rf"\b{w}\b", c) for c in retain_captions)]
+    hard = nearest_kept(encoders[0], concepts, retain, args.hard_pairs) if args.pair_prompts else []
     f, a, r = token_state_sets(forget_captions, retain_captions, names, [w for ws in neighbours.values() for w in ws],
                                anchor, args.pair_prompts, args.caption_noise, args.seed, keep, far, retain,
-                               args.vocabulary_captions, args.keep_unconditional, args.suffix_captions)
+                               args.vocabulary_captions, args.keep_unconditional, args.suffix_captions, hard)
     # the data's own forget captions come first in f (token_state_sets keeps their order)
-    return {"forget": f, "anchored": a, "retain": r, "core": len(forget_captions)}, neighbours
+    return {"forget": f, "anchored": a, "retain": r, "core": len(forget_captions), "hard_partners": hard}, neighbours
+
+
+def nearest_kept(encoder, concepts, retain, k):
+    """The `k` kept names nearest each concept (the original's pooled embeddings of "a {name}"), every concept's."""
+    from .neighbours import pooled
+
+    if not k or not retain:
+        return []
+    sims = pooled(encoder, [f"a {c}" for c in concepts]) @ pooled(encoder, [f"a {r}" for r in retain]).T
+    picks = sims.topk(min(k, len(retain)), dim=1).indices
+    return sorted({retain[int(j)] for row in picks for j in row})
 
 
 def pair_scenes(forget_captions, anchored, seed):
