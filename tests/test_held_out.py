@@ -27,11 +27,11 @@ def held_out_patterns():
 
 
 def args(**flags):
-    """erase's own defaults (every lever that shapes captions on), with caption noise and suffix captions on too and
-    fewer images."""
+    """erase's own defaults (every lever that shapes captions on), with caption noise, suffix captions and hard pairs on
+    too and fewer images."""
     defaults = vars(parse_args(["--concept", "unused", "--output_dir", "unused"]))
     return SimpleNamespace(**{**defaults, "num_forget_images": 96, "num_retain_images": 96, "caption_noise": 0.5,
-                              "suffix_captions": 256, **flags})
+                              "suffix_captions": 256, "hard_pairs": 2, **flags})
 
 
 @pytest.fixture(scope="module")

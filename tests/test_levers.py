@@ -377,6 +377,25 @@ def test_the_word_set_appends_the_data_s_own_word_nearest_the_concept_and_unlear
     assert record["final_losses"]["adversarial_words"] > 0 and record["levers"]["adversarial_words"] == 10
 
 
+def test_hard_pairs_name_the_kept_concepts_nearest_each_concept_and_are_recorded(tmp_path):
+    from erase_diffusion.erasure_setup import nearest_kept
+    from erase_diffusion.families import load_encoders
+    from erase_diffusion.miniature import clip_path, model_path, world
+    from erase_diffusion.neighbours import pooled
+
+    enc = load_encoders(model_path(), "miniature", [clip_path()])[0]
+    for concept in world.SHAPES:
+        kept = [s for s in world.SHAPES if s != concept]
+        sims = (pooled(enc, [f"a {concept}"]) @ pooled(enc, [f"a {k}" for k in kept]).T)[0].tolist()
+        picks = nearest_kept(enc, [concept], kept, 2)
+        assert len(picks) == 2 and min(sims[kept.index(p)] for p in picks) >= max(
+            s for k, s in zip(kept, sims) if k not in picks)
+    assert nearest_kept(enc, ["circle"], ["heart", "square"], 0) == []
+    record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "out"), "--hard_pairs", "1"]))["record"]
+    kept = record["retain_concepts"]
+    assert record["levers"]["hard_pairs"] == 1 and record["hard_pair_partners"] == nearest_kept(enc, ["triangle"], kept, 1)
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--adversarial_every", "0", "--lambda_adversarial_linear", "5"],
      "--lambda_adversarial_linear 5.0 is a set of the adversarial term: it needs --adversarial_every > 0"),
@@ -388,6 +407,7 @@ def test_the_word_set_appends_the_data_s_own_word_nearest_the_concept_and_unlear
      "--suffix_target carried sets what the suffix set unlearns to: it needs --lambda_adversarial_suffix > 0"),
     (["--adversarial_every", "2", "--lambda_adversarial_linear", "5", "--linear_gradient_samples", "0"],
      "--linear_gradient_samples 0 must be a positive integer"),
+    (["--hard_pairs", "-1"], "--hard_pairs -1 must be >= 0"),
     (["--adversarial_every", "2", "--lambda_pair_guard", "0", "--pair_guard_latents", "scenes"],
      "--pair_guard_latents scenes sets what the two-object guard reads: it needs --lambda_pair_guard > 0"),
     (["--adversarial_every", "2", "--lambda_pair_guard", "5", "--pair_guard_latents", "scenes", "--data_source",

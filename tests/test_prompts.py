@@ -62,3 +62,14 @@ def test_suffix_captions_append_the_captions_own_words_after_the_concept_and_nev
         assert anchored[forget.index(f)] == f"{head}blob{tail}"
     assert not any("triangle" in r for r in retain)
     assert by_name_sets(suffix_size=0, seed=2) == (plain_forget, by_name_sets(seed=2)[1], plain_retain)
+
+
+def test_hard_pairs_take_half_their_kept_object_from_the_named_kept_concepts():
+    # the kept concept nearest the erased one is where its erasure spills over in two-object prompts
+    forget, anchored, retain = by_name_sets(seed=1, hard=["square"])
+    share = lambda captions: (lambda pairs: sum("square" in p for p in pairs) / len(pairs))(  # noqa: E731
+        [c for c in captions if " and " in c])
+    assert share(forget) > 0.55 and share(by_name_sets(seed=1)[0]) < 0.45  # ~2/3 against ~1/3 with 3 kept shapes
+    assert all("triangle" in f and a == f.replace("triangle", "blob") for f, a in zip(forget, anchored))
+    assert not any("triangle" in r for r in retain)
+    assert by_name_sets(seed=1, hard=()) == by_name_sets(seed=1)  # off: the same sets, draw for draw
