@@ -248,7 +248,7 @@ def mining_templates(args, family):
 
 def caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept):
     """The token-state terms' captions (prompts.py), with the mined neighbours they use."""
-    from .neighbours import mine
+    from .neighbours import mine, nearest_kept
 
     if args.objective == "paper":
         return {"forget": [], "anchored": [], "retain": [], "core": 0, "hard_partners": []}, {}
@@ -278,16 +278,6 @@ def caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
     # the data's own forget captions come first in f (token_state_sets keeps their order)
     return {"forget": f, "anchored": a, "retain": r, "core": len(forget_captions), "hard_partners": hard}, neighbours
 
-
-def nearest_kept(encoder, concepts, retain, k):
-    """The `k` kept names nearest each concept (the original's pooled embeddings of "a {name}"), every concept's."""
-    from .neighbours import pooled
-
-    if not k or not retain:
-        return []
-    sims = pooled(encoder, [f"a {c}" for c in concepts]) @ pooled(encoder, [f"a {r}" for r in retain]).T
-    picks = sims.topk(min(k, len(retain)), dim=1).indices
-    return sorted({retain[int(j)] for row in picks for j in row})
 
 
 def pair_scenes(forget_captions, anchored, seed):

@@ -54,3 +54,13 @@ def mine(encoder, concepts, retain, anchor, templates, template_words=(), limit=
         mine_k = [(sims[i, k].item(), w) for i, w in enumerate(words) if nearest[i] == k]
         out[concept] = [w for _, w in sorted(mine_k, reverse=True)[:limit]]
     return out
+
+
+def nearest_kept(encoder, concepts, retain, k):
+    """The `k` kept names nearest each concept (the original's pooled embeddings of "a {name}"), every concept's: the
+    kept objects an erasure's two-object captions reach most (--hard_pairs)."""
+    if not k or not retain:
+        return []
+    sims = pooled(encoder, [f"a {c}" for c in concepts]) @ pooled(encoder, [f"a {r}" for r in retain]).T
+    picks = sims.topk(min(k, len(retain)), dim=1).indices
+    return sorted({retain[int(j)] for row in picks for j in row})

@@ -378,10 +378,9 @@ def test_the_word_set_appends_the_data_s_own_word_nearest_the_concept_and_unlear
 
 
 def test_hard_pairs_name_the_kept_concepts_nearest_each_concept_and_are_recorded(tmp_path):
-    from erase_diffusion.erasure_setup import nearest_kept
     from erase_diffusion.families import load_encoders
     from erase_diffusion.miniature import clip_path, model_path, world
-    from erase_diffusion.neighbours import pooled
+    from erase_diffusion.neighbours import nearest_kept, pooled
 
     enc = load_encoders(model_path(), "miniature", [clip_path()])[0]
     for concept in world.SHAPES:
