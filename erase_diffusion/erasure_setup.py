@@ -279,7 +279,6 @@ def caption_sets(args, family, encoders, concepts, retain, anchor, forget, kept)
     return {"forget": f, "anchored": a, "retain": r, "core": len(forget_captions), "hard_partners": hard}, neighbours
 
 
-
 def pair_scenes(forget_captions, anchored, seed):
     """{index: the renderer's drawing of the anchored twin} of every two-object forget caption (a colour the caption
     leaves open is drawn at random): what the guard's target, the original under the anchored caption, draws."""
