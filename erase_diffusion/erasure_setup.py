@@ -4,7 +4,6 @@ All of it happens before --output_dir is touched, so bad input leaves nothing be
 """
 
 import copy
-import os
 import random
 import re
 import time
@@ -12,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import checkpoint, data
+from . import data
 from .adversarial import PREFIX, Adversaries, prefixed, suffixed
 from .attacks.common import placeholder_id
 from .costs import unet_evaluations
@@ -21,10 +20,8 @@ from .families import default_clip_paths, detect_family, load_encoders
 from .features import FeatureCache
 from .host_memory import pin_mmap_threshold
 from .miniature import world
-from .miniature import model_path as miniature_path
 from .prompts import caption_words, is_pair, token_state_sets
 from .used_rows import train_used_rows
-from .versions import check_lora_support
 
 
 ADVERSARIAL_EVERY = 2  # the default adversarial period where supported (--adversarial_every)
@@ -46,59 +43,6 @@ RENDERED_DATA = {"num_forget_images": 192, "num_retain_images": 384, "data_infer
 GENERATED_DATA = {"num_forget_images": 8, "num_retain_images": 40, "data_inference_steps": 10}
 
 
-def validate_args(args):
-    """One UsageError per bad flag value, before any model is loaded."""
-    args.pretrained_model_name_or_path = args.pretrained_model_name_or_path or miniature_path()
-    for name in ("lambda_retain", "lambda_forget", "lambda_consistency", "lambda_preserve", "lambda_anchor",
-                 "lambda_adversarial", "adversarial_concept_weight", "adversarial_every", "data_guidance_scale",
-                 "lambda_unet", "lambda_adversarial_unet", "unet_adversaries", "lambda_pair_guard", "lambda_adversarial_linear",
-                 "lambda_adversarial_suffix", "lambda_pair_padding", "lambda_adversarial_words"):
-        if getattr(args, name) is not None and getattr(args, name) < 0:
-            raise UsageError(f"--{name} {getattr(args, name)} must be >= 0")
-    if not 0.0 < args.ema_decay < 1.0:
-        raise UsageError(f"--ema_decay {args.ema_decay} must be within (0, 1)")
-    if not 0.0 <= args.ema_power <= 1.0:
-        raise UsageError(f"--ema_power {args.ema_power} must be within [0, 1] (0: EMAModel's own schedule)")
-    if args.hard_pairs < 0:
-        raise UsageError(f"--hard_pairs {args.hard_pairs} must be >= 0")
-    if args.suffix_captions < 0:
-        raise UsageError(f"--suffix_captions {args.suffix_captions} must be >= 0")
-    if args.linear_gradient_samples < 1:
-        raise UsageError(f"--linear_gradient_samples {args.linear_gradient_samples} must be a positive integer")
-    if args.learning_rate is None:
-        args.learning_rate = 1e-3 if args.lora_rank else 1e-4  # low-rank updates need larger steps to move as far
-    if args.learning_rate <= 0:
-        raise UsageError(f"--learning_rate {args.learning_rate} must be > 0")
-    if args.lora_rank is not None and args.lora_rank <= 0:
-        raise UsageError(f"--lora_rank {args.lora_rank} must be a positive integer")
-    if args.lora_rank:
-        check_lora_support()
-    if not 0.0 <= args.caption_noise <= 1.0:
-        raise UsageError(f"--caption_noise {args.caption_noise} must be a share within [0, 1]")
-    for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "num_forget_images",
-                 "num_retain_images", "text_batch_size", "adversarial_steps", "data_inference_steps", "unet_batch_size",
-                 "adversarial_batch_size", "unet_adversarial_every", "pair_guard_captions"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:  # None: per data source (data_defaults)
-            raise UsageError(f"--{name} {getattr(args, name)} must be a positive integer")
-    if args.optimizer_in_backward and args.gradient_accumulation_steps > 1:
-        raise UsageError(f"--optimizer_in_backward steps on every backward pass, so --gradient_accumulation_steps "
-                         f"{args.gradient_accumulation_steps} cannot accumulate: use 1")
-    if args.optimizer_in_backward and args.mixed_precision == "fp16":
-        raise UsageError("--optimizer_in_backward cannot unscale fp16 gradients: use --mixed_precision bf16 or no")
-    if args.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise UsageError("--mixed_precision fp16 needs a CUDA GPU; on CPU use 'bf16' or 'no'")
-    if not args.concept or any(not c for c in args.concept):
-        raise UsageError(f"--concept {args.concept!r}: expected one or more non-empty concepts")
-    out = args.output_dir
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--output_dir {out!r} exists and is not a directory")
-    if os.path.isdir(out) and os.listdir(out) and not (args.overwrite_output_dir or args.resume_from_checkpoint):
-        raise UsageError(f"--output_dir {out!r} exists and is not empty (pass --overwrite_output_dir, or "
-                         "--resume_from_checkpoint to continue a run)")
-    if args.resume_from_checkpoint:
-        checkpoint.resolve(out, args.resume_from_checkpoint)
-
-
 @dataclass
 class Setup:
     family: str
@@ -116,6 +60,7 @@ class Setup:
     adversaries: list = field(default_factory=list)  # per encoder, with --adversarial_every (adversarial.py)
     seconds: dict = field(default_factory=dict)  # data, models, cache: where setup time went
     costs: dict = field(default_factory=dict)  # UNet evaluations, encoder passes: what the erasure cost
+    tied_names: list = field(default_factory=list)  # the concept names that read the anchor's row (--tie_names)
 
     @property
     def n_forget(self):
@@ -308,6 +253,19 @@ def word_ids(enc, text, exclude):
     return torch.tensor(ids, dtype=torch.long)
 
 
+def name_alias(enc, concepts, anchor):
+    """(the token ids of the concepts named by one token, the anchor's one token id) and those concepts, for
+    --tie_names; (None, []) when the anchor or every concept takes more than one token (an input row is one token's)."""
+    def one(text):
+        ids = enc.tokenizer(text, add_special_tokens=False).input_ids
+        return ids[0] if len(ids) == 1 else None
+
+    tied = [c for c in concepts if one(c) is not None]
+    if one(anchor) is None or not tied:
+        return None, []
+    return (torch.tensor([one(c) for c in tied], dtype=torch.long), one(anchor)), tied
+
+
 def name_token_ids(enc, concepts, neighbours):
     """Token ids that stand for the concepts: all of each concept's tokens, and single-token mined neighbours."""
     ids = [t for c in concepts for t in enc.tokenizer(c, add_special_tokens=False).input_ids]
@@ -377,7 +335,7 @@ def prepare(args, accelerator, on_phase=lambda name: None):
                              args.seed, pair_width, scenes)
     on_phase("caching")
     t = time.perf_counter()
-    cache, name_ids, adversaries = [], [], []
+    cache, name_ids, adversaries, tied = [], [], [], []
     for k, enc in enumerate(encoders):
         ids = {"forget": enc.tokenize(forget.captions), "retain": enc.tokenize(kept.captions),
                "text_forget": enc.tokenize(text["forget"]), "text_anchor": enc.tokenize(text["anchored"]),
@@ -411,7 +369,10 @@ def prepare(args, accelerator, on_phase=lambda name: None):
             if args.lambda_adversarial_words > 0:
                 adversaries[-1].words = (word_ids(enc, text, names_and_anchor(args, family, concepts, neighbours, anchor)),
                                          original, ids["text_anchor"][:text["core"]], enc.tokenizer.eos_token_id)
-        add_trainable(args, enc, torch.cat([ids[key] for key in ("forget", "retain", "text_forget", "text_retain")]))
+        alias, names = name_alias(enc, concepts, anchor) if args.tie_names else (None, [])
+        tied = names if k == 0 else tied  # the record names the first encoder's
+        add_trainable(args, enc, torch.cat([ids[key] for key in ("forget", "retain", "text_forget", "text_retain")]),
+                      alias)
     seconds["cache"] = time.perf_counter() - t
     if args.lambda_adversarial_linear > 0 and args.objective == "anchored":  # once, from the original's targets
         t, before = time.perf_counter(), unet_term.evaluations
@@ -422,12 +383,12 @@ def prepare(args, accelerator, on_phase=lambda name: None):
     costs["text_encoder_forward_caching"] = sum(c.counts["text_forward"] for c in cache)
     costs["vision_forward_caching"] = sum(c.counts["vision_forward"] for c in cache)
     return Setup(family, concepts, retain, anchor, encoders, cache, forget, kept, text, neighbours, name_ids, unet_term,
-                 adversaries, seconds, costs)
+                 adversaries, seconds, costs, tied)
 
 
-def add_trainable(args, enc, caption_ids):
-    """Full text-tower weights by default (of the token table, the rows of `caption_ids`: no other row can move), a
-    LoRA with --lora_rank; the vision tower too with --train_vision_tower."""
+def add_trainable(args, enc, caption_ids, alias=None):
+    """Full text-tower weights by default (of the token table, the rows of `caption_ids`: no other row can move; the
+    tokens of `alias` read another's row), a LoRA with --lora_rank; the vision tower too with --train_vision_tower."""
     if args.lora_rank:
         from peft import LoraConfig
 
@@ -437,7 +398,7 @@ def add_trainable(args, enc, caption_ids):
                                                 target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]))
     else:
         enc.text_encoder.requires_grad_(True)
-        train_used_rows(enc.text_encoder, caption_ids)
+        train_used_rows(enc.text_encoder, caption_ids, alias)
     if args.gradient_checkpointing:
         model = enc.text_encoder  # newer transformers renamed it; the old name still works but warns
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable

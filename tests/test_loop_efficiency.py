@@ -85,6 +85,20 @@ def test_used_rows_embedding_reads_frozen_rows_for_other_prompts_and_merges_back
     assert torch.equal(merged.weight[[1, 3, 7]], original[[1, 3, 7]] + 1) and torch.equal(merged.weight[[0, 2, 9]], original[[0, 2, 9]])
 
 
+def test_used_rows_embedding_ties_aliased_tokens_to_one_row_in_training_and_when_merged():
+    table = torch.nn.Embedding(10, 4)
+    original = table.weight.detach().clone()
+    emb = UsedRowsEmbedding(table, torch.tensor([[1, 3, 5]]), alias=(torch.tensor([3]), 5))
+    ids = torch.tensor([[1, 3, 5, 9]])
+    assert torch.equal(emb(ids), original[torch.tensor([[1, 5, 5, 9]])])
+    assert emb.row_ids.tolist() == [1, 5]  # token 3 has no row of its own to train
+    with torch.no_grad():
+        emb.rows += 1.0
+    merged = emb.merged()
+    assert torch.equal(merged.weight[3], original[5] + 1) and torch.equal(merged.weight[5], original[5] + 1)
+    assert torch.equal(merged(ids), emb(ids))  # the saved table reads the tie as training did
+
+
 def test_resuming_with_other_captions_names_the_mismatch(tmp_path):
     # without the mined vocabulary the captions use only the world's words they name: fewer retain words, fewer rows
     narrow = ["--no-mine_neighbours", "--vocabulary_captions", "0"]
@@ -95,7 +109,7 @@ def test_resuming_with_other_captions_names_the_mismatch(tmp_path):
 
 MAPPED = """
 import os, sys
-from erase_diffusion import erasure_setup, train
+from erase_diffusion import erasure_setup, flag_checks, train
 from erase_diffusion.miniature import clip_path
 weights = os.path.realpath(os.path.join(clip_path(), "model.safetensors"))
 mapped = lambda: weights in open("/proc/self/maps").read()
@@ -107,7 +121,7 @@ def spy(*a):
     return encoders
 erasure_setup.load_encoders = spy
 args = train.parse_args(["--concept", "triangle", "--output_dir", sys.argv[1], "--report_to", "none"])
-erasure_setup.validate_args(args)
+flag_checks.validate_args(args)
 from accelerate import Accelerator
 setup = erasure_setup.prepare(args, Accelerator())
 import gc; gc.collect()
