@@ -104,6 +104,7 @@ def levers(args):
             "ema_power": args.ema_power if args.use_ema else 0.0,
             "pair_prompts": anchored and args.pair_prompts,
             "tie_names": bool(args.tie_names),
+            "name_row": args.lambda_name_row if anchored and args.tie_names else 0.0,
             "hard_pairs": args.hard_pairs if anchored and args.pair_prompts else 0,
             "caption_noise": args.caption_noise if anchored else 0.0,
             "keep_unconditional": anchored and args.keep_unconditional,

@@ -28,7 +28,7 @@ from erase_diffusion.flag_checks import validate_args
 from erase_diffusion.optimizer import build_optimizer
 from erase_diffusion.prompts import is_pair
 from erase_diffusion.retain_cache import DEFAULT_DIR as RETAIN_CACHE
-from erase_diffusion.used_rows import merge_used_rows
+from erase_diffusion.used_rows import merge_used_rows, tied_ids, untied
 
 
 PHASES = ("data", "models", "captions", "caching", "training", "saving", "validation")  # what main's on_phase hears
@@ -65,6 +65,7 @@ def parse_args(argv=None):
     g.add_argument("--vocabulary_captions", type=int, default=1024, help="Retain captions (and a quarter as many forget captions) that also name other words, so words the data never shows (colours, for a name-only erasure) keep their states: with --mine_neighbours the words mined as near no concept, else those of the family's attribute words (the miniature's colours; none elsewhere) that no retain caption names. 0: none.")
     g.add_argument("--keep_unconditional", action=argparse.BooleanOptionalAction, default=True, help="Keep the empty prompt's token states in every step (anchored only). Every pipeline encodes '' with this encoder as classifier-free guidance's unconditional input (and negative prompts the same way); without it the adversarial term moved those states further than the states vary across prompts (mean squared 1.1-1.6 against a variance of 0.96 on the miniature), which changes every guided image, and on the miniature hid damage to kept shapes that guidance against the moved input happened to undo (benchmarks/README.md).")
     g.add_argument("--tie_names", action=argparse.BooleanOptionalAction, default=False, help="The concept's name reads the anchor's token-embedding row, in training and in the saved encoder (where each takes one token, e.g. 'square' -> 'blob'; recorded in erasure.json's tied_names; full weights only, a LoRA file carries no rows). CLIP's text encoder is causal and a token is its input row, so whatever a prompt adds after the name, whatever object it names beside it, and the padding read the anchor there: the anchor term's captions by name become their anchored captions, which the erasure must then keep; paraphrases and the adversarial sets still erase the rest. Measured on the renderer's data over six shapes and four seeds: 12 robust-erasure bars missed against the default's 14 (kept objects beside the concept 5 misses against 7, 96.5 %% on average against 94.8 %%; the word search 4 against 7), but 13 of 24 erasures met every bar against 14, inversion 49 %% against 42 %% on average, and the square's held-out paraphrases leaked (6-12 %% at every seed, above the bar at two): the name no longer teaches the layers what to erase (benchmarks/README.md, eighteenth round). Off by default.")
+    g.add_argument("--lambda_name_row", type=float, default=100.0, help="Weight of the anchor term read a second time on the forget captions by name with the name's own original row in place of the anchor's (--tie_names only; 0: the tie alone). With the tie the saved encoder never reads that row, but the layers still learn what the name means, so the single-token words near it (the square's 'block', 'tile') erase too; without it the square's held-out paraphrases leaked. One more encoder pass on the captions by name a step.")
     g.add_argument("--pair_prompts", action=argparse.BooleanOptionalAction, default=True, help="Two-object captions in the token-state sets: the concept beside a kept object (forget), two kept objects (retain).")
     g.add_argument("--hard_pairs", type=int, default=0, help="Half of the two-object forget captions (--pair_prompts) name one of the K kept concepts nearest each concept (the original encoder's pooled embeddings) beside it instead of any kept one; recorded with its picks in erasure.json. Why: the adversarial sets rewrite the states a kept object named beside the concept reaches the UNet through most for the nearest one (the circle's erasure: kept squares' states from the end token on 0.63 mean squared from their target, other kept objects' 0.17), and the square was drawn as a blob. 0: off. Measured at 2 over the circle, square, heart and star at four seeds: 13 robust-erasure bars missed against the default's 11 (kept objects beside the circle 100 %% at every seed, against 85-100 %%, but the star's soft prompt above its bar at two seeds); at 1 over the circle and star, 8 against 5 (the word search breaks the circle at every seed) (benchmarks/README.md, seventeenth round).")
     g.add_argument("--suffix_captions", type=int, default=0, help="Forget captions (and as many retain captions) that also come with 1-4 words of the data's own captions appended ('a red circle cross four'; never a concept's name): the discrete search appends its words after the concept, where a causal encoder's later states read the concept back out of the earlier ones, and the words it found were the captions' own (colours, shape names, 'and'). 0: off. Measured at 256 on the renderer's data over six shapes and four seeds: the search still broke 8 erasures of 24 (the default: 6) and kept objects beside the concept fell in 9 (the default: 7), 18 robust-erasure bars missed against 14; by name over the triangle, square and star at two seeds 6 against 4 (benchmarks/README.md, fourteenth round): off by default.")
@@ -181,6 +182,13 @@ def step_loss(args, setup, models, batch, adversarial=False, unet_adversarial=Fa
         if args.objective == "anchored":
             part["preserve"] = losses.token_preservation_loss(tr_states, orig.retain_states)
             part["anchor"] = losses.anchor_loss(tf_states, orig.anchor_states)
+            if args.lambda_name_row > 0 and (names := tied_ids(model)) is not None:
+                by_name = torch.isin(texts[0], names).any(1)
+                if by_name.any():  # the name's own row, as the saved encoder never reads it: the layers still learn
+                    with untied(model):  # what it means, so single-token words near it erase too
+                        own = enc.text(model, texts[0][by_name])[0]
+                    part["name_row"] = losses.anchor_loss(own, orig.anchor_states[by_name])
+                    rows += int(by_name.sum())
             pair_rows = [i for i, c in enumerate(batch.tf.tolist()) if is_pair(setup.text["forget"][c])]
             if args.lambda_pair_padding > 0 and pair_rows:  # from the end token on: the states every object of the
                 # caption reaches the UNet through
@@ -218,7 +226,7 @@ def step_loss(args, setup, models, batch, adversarial=False, unet_adversarial=Fa
                "pair_guard": args.lambda_pair_guard, "adversarial_linear": args.lambda_adversarial_linear,
                "adversarial_linear_states": args.lambda_adversarial, "adversarial_suffix": args.lambda_adversarial_suffix,
                "adversarial_words": args.lambda_adversarial_words,
-               "pair_padding": args.lambda_pair_padding}
+               "pair_padding": args.lambda_pair_padding, "name_row": args.lambda_name_row}
     loss, logs = losses.total_loss(terms, weights)
     return loss, logs, rows
 

@@ -9,8 +9,10 @@ gradient and no Adam state and is never written, so it stays in the model file's
 are read become resident. SD 1.5's table is 49408 x 768 (145 MiB): measured, 0.43 GB less at peak.
 
 The same table can tie tokens to another's row (--tie_names: the concept's name reads the anchor's row), in training
-and in the saved weights.
+and in the saved weights; `untied` reads their own rows again for one forward (--lambda_name_row).
 """
+
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +56,7 @@ class UsedRowsEmbedding(torch.nn.Module):
 
 
 def _embeddings(text_encoder):
+    text_encoder = getattr(text_encoder, "module", text_encoder)  # as wrapped for distributed training
     return getattr(text_encoder, "text_model", text_encoder).embeddings  # transformers 5 flattened CLIPTextModel
 
 
@@ -62,6 +65,23 @@ def train_used_rows(text_encoder, token_ids, alias=None):
     tokens of `alias` (see UsedRowsEmbedding) read another's row."""
     emb = _embeddings(text_encoder)
     emb.token_embedding = UsedRowsEmbedding(emb.token_embedding, token_ids, alias)
+
+
+def tied_ids(text_encoder):
+    """The token ids that read another's row in training, or None."""
+    emb = _embeddings(text_encoder).token_embedding
+    return emb.alias[0] if isinstance(emb, UsedRowsEmbedding) and emb.alias is not None else None
+
+
+@contextmanager
+def untied(text_encoder):
+    """Within: the tied tokens read their own original rows (never trained: their own rows are frozen)."""
+    emb = _embeddings(text_encoder).token_embedding
+    alias, emb.alias = emb.alias, None
+    try:
+        yield
+    finally:
+        emb.alias = alias
 
 
 def merge_used_rows(text_encoder):

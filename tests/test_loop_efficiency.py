@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from safetensors.torch import load_file
 from erase_diffusion import erasure_setup
 from erase_diffusion.errors import UsageError
 from erase_diffusion.train import main, parse_args
-from erase_diffusion.used_rows import UsedRowsEmbedding
+from erase_diffusion.used_rows import UsedRowsEmbedding, tied_ids, untied
 
 QUICK = ["--concept", "triangle", "--max_train_steps", "10", "--validation_seeds", "0", "--report_to", "none",
          "--linear_gradient_samples", "1"]  # the first-order set runs, on one gradient draw a caption
@@ -97,6 +98,20 @@ def test_used_rows_embedding_ties_aliased_tokens_to_one_row_in_training_and_when
     merged = emb.merged()
     assert torch.equal(merged.weight[3], original[5] + 1) and torch.equal(merged.weight[5], original[5] + 1)
     assert torch.equal(merged(ids), emb(ids))  # the saved table reads the tie as training did
+
+
+def test_untied_reads_the_tied_tokens_own_original_rows_for_one_forward():
+    table = torch.nn.Embedding(10, 4)
+    original = table.weight.detach().clone()
+    emb = UsedRowsEmbedding(table, torch.tensor([[1, 3, 5]]), alias=(torch.tensor([3]), 5))
+    with torch.no_grad():
+        emb.rows += 1.0
+    encoder = SimpleNamespace(embeddings=SimpleNamespace(token_embedding=emb))
+    ids = torch.tensor([[1, 3, 5]])
+    assert tied_ids(encoder).tolist() == [3]
+    with untied(encoder):
+        assert torch.equal(emb(ids), torch.stack([original[1] + 1, original[3], original[5] + 1])[None])
+    assert torch.equal(emb(ids)[0, 1], original[5] + 1)  # tied again after
 
 
 def test_resuming_with_other_captions_names_the_mismatch(tmp_path):

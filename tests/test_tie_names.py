@@ -18,6 +18,7 @@ def test_the_name_reads_the_anchors_row_so_whatever_follows_it_reads_the_anchor(
 
     record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "tied"), "--tie_names"]))["record"]
     assert record["levers"]["tie_names"] and record["tied_names"] == ["triangle"]
+    assert record["levers"]["name_row"] == 100.0 and "name_row" in record["final_losses"]  # the own row read too
     tok = CLIPTokenizer.from_pretrained(tmp_path / "tied" / "tokenizer")
     rows = load_file(tmp_path / "tied" / "text_encoder" / "model.safetensors")["text_model.embeddings.token_embedding.weight"]
     name, anchor = (tok(w, add_special_tokens=False).input_ids[0] for w in ("triangle", "blob"))
@@ -32,6 +33,7 @@ def test_the_name_reads_the_anchors_row_so_whatever_follows_it_reads_the_anchor(
 
     record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "untied")]))["record"]  # off by default
     rows = load_file(tmp_path / "untied" / "text_encoder" / "model.safetensors")["text_model.embeddings.token_embedding.weight"]
-    assert not record["levers"]["tie_names"] and record["tied_names"] == [] and not torch.equal(rows[name], rows[anchor])
+    assert not record["levers"]["tie_names"] and record["tied_names"] == [] and "name_row" not in record["final_losses"]
+    assert not torch.equal(rows[name], rows[anchor])
     enc = load_encoders(model_path(), "miniature", [clip_path()])[0]
     assert name_alias(enc, ["triangle"], "four-sided shape") == (None, [])  # an input row is one token's
