@@ -19,7 +19,7 @@ from benchmarks.common import RESULTS_DIR, append_results, table  # noqa: E402
 
 OFF = ["--no-mine_neighbours", "--vocabulary_captions", "0", "--no-pair_prompts", "--caption_noise", "0",
        "--adversarial_every", "0", "--lambda_unet", "0", "--lambda_adversarial_unet", "0", "--unet_adversaries", "0",
-       "--lambda_pair_guard", "0", "--lambda_adversarial_linear", "0"]
+       "--lambda_pair_guard", "0", "--lambda_adversarial_linear", "0", "--no-tie_names"]
 ROWS = {  # name: (label, flags); every row but "default" states each lever, so a change of default changes nothing here
     "paper": ("paper only (--objective paper)", ["--objective", "paper"]),
     "anchored": ("+ token-state terms (anchored)", ["--objective", "anchored", *OFF]),
@@ -38,10 +38,12 @@ ROWS = {  # name: (label, flags); every row but "default" states each lever, so 
                    ["--lambda_retain", "0", "--lambda_forget", "0", "--lambda_consistency", "0",
                     "--lambda_adversarial_linear", "0"]),
     "default_generate": ("default, by name (--data_source generate)", ["--data_source", "generate"]),
-    # the default less one lever each: what the fourth, fifth and tenth rounds' defaults are worth
-    "no_linear": ("default less the first-order set (and so the guard; 300 steps: the fifth round's default)",
-                  ["--lambda_adversarial_linear", "0"]),
+    # the default less one lever each: what the fourth, fifth, tenth and nineteenth rounds' defaults are worth
+    "no_linear": ("default less the first-order set (and so the guard; 300 steps) and the tie: the fifth round's "
+                  "default",
+                  ["--lambda_adversarial_linear", "0", "--no-tie_names"]),
     "no_guard": ("default less the two-object guard", ["--lambda_pair_guard", "0"]),
+    "no_tie": ("default less the name's tie to the anchor's row (the fourteenth round's default)", ["--no-tie_names"]),
     "no_unconditional": ("default, '' not kept (--no-keep_unconditional)", ["--no-keep_unconditional"]),
     "concept_weight_1": ("default, concept vectors at weight 1", ["--adversarial_concept_weight", "1"]),
     "inner_steps_2": ("default, 2 inner attack steps", ["--adversarial_steps", "2"]),
@@ -49,11 +51,12 @@ ROWS = {  # name: (label, flags); every row but "default" states each lever, so 
     "suffix": ("default + the suffix set (λ 300)", ["--lambda_adversarial_suffix", "300"]),
     # the fifth round's default plus one: AdvUnlearn's attack and outer step both through the frozen UNet (sixth round)
     "unet_outer": ("fifth round's default + UNet-space attack and outer step (λ 3000)",
-                   ["--lambda_adversarial_linear", "0", "--adversarial_space", "unet", "--lambda_adversarial_unet",
-                    "3000"]),
+                   ["--lambda_adversarial_linear", "0", "--no-tie_names", "--adversarial_space", "unet",
+                    "--lambda_adversarial_unet", "3000"]),
     # and plus a second, UNet-space prefix set for that outer step, and the two-object guard on noise (seventh round)
     "unet_set": ("fifth round's default + UNet-space prefix set, outer step (λ 3000), two-object guard (λ 10,000)",
-                 ["--lambda_adversarial_linear", "0", "--lambda_adversarial_unet", "3000", "--unet_adversaries", "8",
+                 ["--lambda_adversarial_linear", "0", "--no-tie_names", "--lambda_adversarial_unet", "3000",
+                  "--unet_adversaries", "8",
                   "--lambda_pair_guard", "10000", "--pair_guard_latents", "noise"]),
 }
 

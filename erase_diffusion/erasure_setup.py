@@ -111,14 +111,16 @@ def data_defaults(args, family):
 
 def lever_defaults(args, family):
     """Fills the levers and the steps left unset: on the renderer's data the first-order set, with the guard on the
-    renderer's drawings (which keeps the kept objects the set costs) in fewer steps (RENDERER_LEVERS); else none of them
-    and STEPS_PER_CONCEPT. The adversarial term runs where it is supported; the weights' moving average with the
-    anchored objective."""
+    renderer's drawings (which keeps the kept objects the set costs) in fewer steps (RENDERER_LEVERS), and the name tied
+    to the anchor's row; else none of them and STEPS_PER_CONCEPT. The adversarial term runs where it is supported; the
+    weights' moving average with the anchored objective."""
     if args.adversarial_every is None:
         args.adversarial_every = 0 if family == "sdxl" or args.objective == "paper" else ADVERSARIAL_EVERY
     if args.use_ema is None:  # the paper's objective stays the paper's method
         args.use_ema = args.objective == "anchored"
     renderer = data_source(args, family) == "renderer"
+    if args.tie_names is None:  # a LoRA file carries no rows; by name the tie let the soft prompt through
+        args.tie_names = renderer and args.objective == "anchored" and not args.lora_rank
     if args.lambda_adversarial_linear is None:
         on = renderer and args.objective == "anchored" and bool(args.adversarial_every)
         args.lambda_adversarial_linear = RENDERER_LEVERS["lambda_adversarial_linear"] if on else 0.0

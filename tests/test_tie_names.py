@@ -16,7 +16,7 @@ def test_the_name_reads_the_anchors_row_so_whatever_follows_it_reads_the_anchor(
     from erase_diffusion.families import load_encoders
     from erase_diffusion.miniature import clip_path, model_path
 
-    record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "tied"), "--tie_names"]))["record"]
+    record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "tied")]))["record"]  # on the renderer's data
     assert record["levers"]["tie_names"] and record["tied_names"] == ["triangle"]
     assert record["levers"]["name_row"] == 100.0 and "name_row" in record["final_losses"]  # the own row read too
     tok = CLIPTokenizer.from_pretrained(tmp_path / "tied" / "tokenizer")
@@ -31,7 +31,7 @@ def test_the_name_reads_the_anchors_row_so_whatever_follows_it_reads_the_anchor(
         states = model(ids)[0]
     assert torch.equal(states[0], states[1])
 
-    record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "untied")]))["record"]  # off by default
+    record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "untied"), "--no-tie_names"]))["record"]
     rows = load_file(tmp_path / "untied" / "text_encoder" / "model.safetensors")["text_model.embeddings.token_embedding.weight"]
     assert not record["levers"]["tie_names"] and record["tied_names"] == [] and "name_row" not in record["final_losses"]
     assert not torch.equal(rows[name], rows[anchor])
