@@ -427,28 +427,3 @@ def test_the_outer_step_and_its_parts_need_what_they_build_on(tmp_path, flags, m
     with pytest.raises(UsageError, match=message):
         main(parse_args([*QUICK, "--output_dir", str(tmp_path / "out"), *flags]))
     assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.parametrize("flags, expected", [
-    # the renderer's data: the first-order set, the guard on its drawings, 250 steps a concept, the name tied
-    ([], (300.0, 10000.0, "scenes", 250, True)),
-    (["--concept", "star"], (300.0, 10000.0, "scenes", 500, True)),  # a second concept beside the triangle
-    # by name, without the adversarial term or on the paper's objective: none of them, 300 steps a concept
-    (["--data_source", "generate"], (0.0, 0.0, "noise", 300, False)),
-    (["--adversarial_every", "0"], (0.0, 0.0, "noise", 300, True)),
-    (["--objective", "paper"], (0.0, 0.0, "noise", 300, False)),
-    (["--lora_rank", "4"], (300.0, 10000.0, "scenes", 250, False)),  # a LoRA file carries no rows
-    # the guard and the steps follow the set; what the user gives is kept
-    (["--lambda_adversarial_linear", "0"], (0.0, 0.0, "noise", 300, True)),
-    (["--lambda_adversarial_linear", "0", "--lambda_pair_guard", "5"], (0.0, 5.0, "scenes", 300, True)),
-    (["--no-pair_prompts", "--no-tie_names"], (300.0, 0.0, "noise", 250, False)),
-    (["--lambda_pair_guard", "0", "--max_train_steps", "7"], (300.0, 0.0, "noise", 7, True)),
-    (["--data_source", "generate", "--lambda_adversarial_linear", "5", "--tie_names"], (5.0, 0.0, "noise", 250, True))])
-def test_the_levers_and_steps_default_per_data_source(flags, expected):
-    from erase_diffusion.erasure_setup import lever_defaults
-
-    args = parse_args(["--concept", "triangle", "--output_dir", "unused", *flags])
-    lever_defaults(args, "miniature")
-    assert (args.lambda_adversarial_linear, args.lambda_pair_guard, args.pair_guard_latents,
-            args.max_train_steps, args.tie_names) == expected
-
