@@ -1,7 +1,6 @@
 """The robustness levers of the objective: each runs behind its flag, is recorded in erasure.json and the model card,
 and does what it claims on the miniature's own encoder."""
 
-import json
 import random
 from types import SimpleNamespace
 
