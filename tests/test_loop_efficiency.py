@@ -62,10 +62,10 @@ def test_optimizer_in_backward_gives_the_same_weights_and_ordinary_checkpoints(t
 def test_training_only_the_used_token_rows_ends_at_the_whole_tables_weights(tmp_path, monkeypatch):
     from erase_diffusion.miniature import model_path
 
-    untied = ["--checkpointing_steps", "0", "--no-tie_names"]  # the tie lives in the used rows' table
-    used_rows = run(tmp_path / "used_rows", *untied)
+    flags = ["--checkpointing_steps", "0", "--no-tie_names"]  # the tie lives in the used rows' table
+    used_rows = run(tmp_path / "used_rows", *flags)
     monkeypatch.setattr(erasure_setup, "train_used_rows", lambda *a: None)  # the whole table as one parameter
-    whole = run(tmp_path / "whole", *untied)
+    whole = run(tmp_path / "whole", *flags)
     assert same(used_rows, whole)  # same keys too: the saved encoder is an ordinary CLIPTextModel
     key = "text_model.embeddings.token_embedding.weight"  # the hub's key layout, as every saved encoder is
     base = load_file(f"{model_path()}/text_encoder/model.safetensors")[key]
