@@ -333,8 +333,9 @@ def prepare(args, accelerator, on_phase=lambda name: None):
             anchor_states = encoders[0].text(encoders[0].text_encoder, encoders[0].tokenize(forget.anchored))[0]
         pair_width = world.PAIR_SIZE[0] // world.PAIR_SIZE[1] if family == "miniature" else 1
         scenes = pair_scenes(text["forget"], text["anchored"], args.seed) if args.pair_guard_latents == "scenes" else None
+        contrast = kept.images if args.linear_gradient_contrast and args.lambda_adversarial_linear > 0 else None
         unet_term = UNetTerm(args.pretrained_model_name_or_path, forget.images, anchor_states, args.unet_batch_size,
-                             args.seed, pair_width, scenes)
+                             args.seed, pair_width, scenes, contrast)
     on_phase("caching")
     t = time.perf_counter()
     cache, name_ids, adversaries, tied = [], [], [], []

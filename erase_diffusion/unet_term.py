@@ -44,12 +44,15 @@ class UNetTerm:
     `pair_scenes`: {two-object forget caption's index: a drawing of its anchored twin}, read by the guard instead of
     pure noise."""
 
-    def __init__(self, base, forget_images, anchor_states, batch_size, seed, pair_width=1, pair_scenes=None):
+    def __init__(self, base, forget_images, anchor_states, batch_size, seed, pair_width=1, pair_scenes=None,
+                 kept_images=None):
         self.unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet").eval().requires_grad_(False)
         vae = AutoencoderKL.from_pretrained(base, subfolder="vae").eval()
         self.scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
         size = self.unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
         self.latents = encode_latents(vae, pixels(forget_images, size))
+        # what the first-order view contrasts the concept with (--linear_gradient_contrast)
+        self.kept_latents = encode_latents(vae, pixels(kept_images, size)) if kept_images else None
         self.scene_rows, self.scene_latents = {}, None
         if pair_scenes:
             self.scene_rows = {k: row for row, k in enumerate(pair_scenes)}
@@ -74,9 +77,10 @@ class UNetTerm:
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(x0),), generator=self.generator)
         return self.scheduler.add_noise(x0, noise, t), t, noise
 
-    def noisy_concept(self, n):
-        """n random concept latents, noised at random timesteps: (x_t, t, noise), as `noisy`."""
-        return self.noisy(self.latents[torch.randint(len(self.latents), (n,), generator=self.generator)])
+    def noisy_concept(self, n, latents=None):
+        """n random concept latents (or of `latents`), noised at random timesteps: (x_t, t, noise), as `noisy`."""
+        latents = self.latents if latents is None else latents
+        return self.noisy(latents[torch.randint(len(latents), (n,), generator=self.generator)])
 
     def match(self, x_t, t, states, target_states):
         """The UNet's prediction under `states` against its prediction under `target_states` (no gradient there)."""
@@ -111,12 +115,23 @@ class UNetTerm:
     def concept_gradients(self, states, samples, chunk=64):
         """Per caption, the gradient of the UNet's denoising loss on the concept's latents with respect to its states
         `states` (N, L, D), averaged over `samples` (latent, timestep, noise) draws: the first-order view of the UNet
-        the linear adversaries read (adversarial.py). Costs N x samples UNet evaluations and backward passes, once."""
+        the linear adversaries read (adversarial.py). With kept images, the part along the same gradient on them is
+        projected out, caption by caption: what lowers the loss on any object (a sharper, coloured shape) is no
+        concept, and unlearning it costs the kept ones. Costs N x samples UNet evaluations and backward passes (twice
+        with kept images), once."""
+        grad = self._gradients(states, samples, self.latents, chunk)
+        if self.kept_latents is None:
+            return grad
+        kept = self._gradients(states, samples, self.kept_latents, chunk)
+        along = (grad * kept).sum((1, 2), keepdim=True) / (kept * kept).sum((1, 2), keepdim=True).clamp(min=1e-12)
+        return grad - along * kept
+
+    def _gradients(self, states, samples, latents, chunk):
         rows = states.repeat_interleave(samples, 0)
         out = []
         for i in range(0, len(rows), chunk):
             s = rows[i:i + chunk].clone().requires_grad_(True)
-            x_t, t, noise = self.noisy_concept(len(s))
+            x_t, t, noise = self.noisy_concept(len(s), latents)
             pred = self.unet(x_t, t, encoder_hidden_states=s).sample
             # summed over rows: each row's gradient is its own sample's
             loss = F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)).sum()
