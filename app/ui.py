@@ -2,7 +2,7 @@
 
 import gradio as gr
 
-from erase_diffusion.erasure_setup import RENDERER_LEVERS, STEPS_PER_CONCEPT
+from erase_diffusion.defaults import RENDERER_LEVERS, STEPS_PER_CONCEPT
 from erase_diffusion.errors import UsageError
 from erase_diffusion.miniature import world
 from erase_diffusion.train import PHASES

@@ -50,7 +50,7 @@ def plot(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from erase_diffusion.erasure_setup import GENERATED_DATA
+    from erase_diffusion.defaults import GENERATED_DATA
 
     base = next((r for r in rows if r["vary"] == "forget_images"
                  and r["value"] == GENERATED_DATA["num_forget_images"]), None)

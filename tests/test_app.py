@@ -15,7 +15,7 @@ from PIL import Image
 from app.charts import CSS
 from app.studio import Studio
 from app.ui import build_ui
-from erase_diffusion.erasure_setup import RENDERER_LEVERS
+from erase_diffusion.defaults import RENDERER_LEVERS
 from erase_diffusion.train import main as erase_main
 from erase_diffusion.train import parse_args as erase_args
 

@@ -60,8 +60,10 @@ def test_baselines_smoke(tmp_path):
     recs = {r["key"]: r for r in lines(tmp_path, "baselines")}
     assert set(recs) == {"base", "renderer", "generate", "generate_warm", "paper", "uce", "esd"}
     assert recs["generate"]["unet_evals"] > recs["generate_warm"]["unet_evals"] > 0  # the warm run reused the retain set
-    # by name the default runs no UNet term: its evaluations are its data's, each counted once
-    assert recs["generate"]["unet_evals"] == recs["generate"]["costs"]["unet_evals_data"]
+    # by name the UNet evaluations are its data's and the first-order set's gradients (no guard), each counted once
+    by_name = recs["generate"]["costs"]
+    assert by_name["unet_evals_linearisation"] > 0 and by_name["unet_evals_training"] == 0
+    assert recs["generate"]["unet_evals"] == by_name["unet_evals_data"] + by_name["unet_evals_linearisation"]
     # the renderer path's UNet evaluations are its levers' (the gradients and the guard), none for data
     costs = recs["renderer"]["costs"]
     assert recs["esd"]["unet_evals"] > 0 and costs["unet_evals_data"] == 0

@@ -9,8 +9,9 @@ from erase_diffusion.train import parse_args
     # the renderer's data: the first-order set, the guard on its drawings, 250 steps a concept, the name tied
     ([], (300.0, 10000.0, "scenes", 250, True)),
     (["--concept", "star"], (300.0, 10000.0, "scenes", 500, True)),  # a second concept beside the triangle
-    # by name, without the adversarial term or on the paper's objective: none of them, 300 steps a concept
-    (["--data_source", "generate"], (0.0, 0.0, "noise", 300, False)),
+    # by name: the first-order set without the guard (no drawings), 250 steps a concept, no tie
+    (["--data_source", "generate"], (300.0, 0.0, "noise", 250, False)),
+    # without the adversarial term or on the paper's objective: none of them, 300 steps a concept
     (["--adversarial_every", "0"], (0.0, 0.0, "noise", 300, True)),
     (["--objective", "paper"], (0.0, 0.0, "noise", 300, False)),
     (["--lora_rank", "4"], (300.0, 10000.0, "scenes", 250, False)),  # a LoRA file carries no rows
@@ -19,11 +20,27 @@ from erase_diffusion.train import parse_args
     (["--lambda_adversarial_linear", "0", "--lambda_pair_guard", "5"], (0.0, 5.0, "scenes", 300, True)),
     (["--no-pair_prompts", "--no-tie_names"], (300.0, 0.0, "noise", 250, False)),
     (["--lambda_pair_guard", "0", "--max_train_steps", "7"], (300.0, 0.0, "noise", 7, True)),
-    (["--data_source", "generate", "--lambda_adversarial_linear", "5", "--tie_names"], (5.0, 0.0, "noise", 250, True))])
+    (["--data_source", "generate", "--lambda_adversarial_linear", "5", "--tie_names"], (5.0, 0.0, "noise", 250, True)),
+    (["--data_source", "generate", "--lambda_adversarial_linear", "0"], (0.0, 0.0, "noise", 300, False))])
 def test_the_levers_and_steps_default_per_data_source(flags, expected):
-    from erase_diffusion.erasure_setup import lever_defaults
+    from erase_diffusion.defaults import lever_defaults
 
     args = parse_args(["--concept", "triangle", "--output_dir", "unused", *flags])
     lever_defaults(args, "miniature")
     assert (args.lambda_adversarial_linear, args.lambda_pair_guard, args.pair_guard_latents,
             args.max_train_steps, args.tie_names) == expected
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ([], (False, 150.0, 100.0)),  # the renderer's data: the guard on its drawings keeps kept objects instead
+    (["--data_source", "generate"], (True, 300.0, 200.0)),  # by name: the contrast and the doubled keep weights
+    (["--data_source", "generate", "--no-linear_gradient_contrast"], (False, 150.0, 100.0)),
+    (["--data_source", "generate", "--lambda_adversarial_linear", "0"], (False, 150.0, 100.0)),
+    (["--data_source", "generate", "--lambda_preserve", "7"], (True, 7.0, 200.0)),  # what the user gives is kept
+    (["--lambda_anchor", "3", "--linear_gradient_contrast"], (True, 150.0, 3.0))])
+def test_the_contrast_and_keep_weights_default_per_data_source(flags, expected):
+    from erase_diffusion.defaults import lever_defaults
+
+    args = parse_args(["--concept", "triangle", "--output_dir", "unused", *flags])
+    lever_defaults(args, "miniature")
+    assert (args.linear_gradient_contrast, args.lambda_preserve, args.lambda_anchor) == expected

@@ -90,7 +90,7 @@ def test_a_warm_erasure_by_name_generates_only_its_forget_images(tmp_path):
 def test_data_amounts_default_per_source_and_keep_what_the_user_gave():
     from types import SimpleNamespace
 
-    from erase_diffusion.erasure_setup import data_defaults
+    from erase_diffusion.defaults import data_defaults
 
     def args(source, forget=None):
         return SimpleNamespace(data_source=source, forget_data_dir=None, num_forget_images=forget,
