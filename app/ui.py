@@ -112,8 +112,9 @@ def build_ui(studio):
                 concepts = gr.CheckboxGroup(list(world.SHAPES), value=["triangle"], label="Concepts to erase")
             else:
                 concepts = gr.Dropdown([], multiselect=True, allow_custom_value=True, label="Concepts to erase")
-            # erase's own default: on the miniature it erases from the renderer's data, with the levers set for that
-            per_concept = RENDERER_LEVERS["steps_per_concept"] if is_world else STEPS_PER_CONCEPT
+            # erase's own default: fewer steps wherever the first-order set runs, which SDXL's conditioning does not
+            with_set = "XL" not in type(studio.original).__name__
+            per_concept = RENDERER_LEVERS["steps_per_concept"] if with_set else STEPS_PER_CONCEPT
             erase_steps = gr.Slider(10, 1000, value=per_concept, step=10, label="Steps",
                                     info=f"{per_concept} per concept erased", elem_id="erase-steps")
             run = gr.Button("Erase", variant="primary", elem_id="erase")

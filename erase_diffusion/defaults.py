@@ -12,6 +12,7 @@ STEPS_PER_CONCEPT = 300
 # against 25 % on average; 12 of 24 erasures met every bar against 6) at 49-56 s an erasure (60 s on a slower hour:
 # 1.4x the time without them); at 300 steps and 16 gradient draws 22 were missed in 59-66 s, and 200 steps or 2 inner
 # attack steps did not do better (benchmarks/README.md, tenth and eleventh rounds).
+# (Its steps a concept hold wherever the set runs, by name too.)
 RENDERER_LEVERS = {"lambda_adversarial_linear": 300.0, "lambda_pair_guard": 10000.0, "steps_per_concept": 250}
 # By name there are no drawings for the guard (on noise or the base's own drawings kept objects fell to 65-90 %).
 # Instead the set's gradient has the kept images' projected out (--linear_gradient_contrast; at seed 0 kept objects
