@@ -16,7 +16,7 @@ STEPS_PER_CONCEPT = 300
 RENDERER_LEVERS = {"lambda_adversarial_linear": 300.0, "lambda_pair_guard": 10000.0, "steps_per_concept": 250}
 # By name there are no drawings for the guard (on noise or the base's own drawings kept objects fell to 65-90 %).
 # Instead the set's gradient has the kept images' projected out (--linear_gradient_contrast; at seed 0 kept objects
-# beside the concept 35-50 % without it, 65-85 % with it) and the keep weights are doubled (75-95 %). Over six shapes
+# beside the concept 35-50 % without it, 65-85 % with it) and the keep weights are doubled (80-95 %). Over six shapes
 # and four seeds: 28 robust-erasure bars missed against 34 without the set, the soft prompt above its bar in 2 erasures
 # against 16 (2 % against 28 % on average), but colour 95-98 % in 15 (benchmarks/README.md, twenty-first round).
 NAME_LEVERS = {"lambda_adversarial_linear": 300.0, "lambda_preserve": 300.0, "lambda_anchor": 200.0}
