@@ -4,6 +4,7 @@ import gradio as gr
 
 from erase_diffusion.defaults import RENDERER_LEVERS, STEPS_PER_CONCEPT
 from erase_diffusion.errors import UsageError
+from erase_diffusion.families import detect_family
 from erase_diffusion.miniature import world
 from erase_diffusion.train import PHASES
 
@@ -113,7 +114,7 @@ def build_ui(studio):
             else:
                 concepts = gr.Dropdown([], multiselect=True, allow_custom_value=True, label="Concepts to erase")
             # erase's own default: fewer steps wherever the first-order set runs, which SDXL's conditioning does not
-            with_set = "XL" not in type(studio.original).__name__
+            with_set = detect_family(studio.base) != "sdxl"
             per_concept = RENDERER_LEVERS["steps_per_concept"] if with_set else STEPS_PER_CONCEPT
             erase_steps = gr.Slider(10, 1000, value=per_concept, step=10, label="Steps",
                                     info=f"{per_concept} per concept erased", elem_id="erase-steps")
