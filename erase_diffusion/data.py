@@ -9,6 +9,7 @@ Each pair also carries its *anchored* caption: the caption with the concept repl
 conditioning-aware objective maps the forget caption's token states to.
 """
 
+import itertools
 import json
 import os
 import random
@@ -29,9 +30,13 @@ def default_templates(family):
     """Templates of self-generated data when the user gives none: how each model is prompted. Real SD's photo
     captions; for the miniature its own training phrasing, every template in every colour (none held out), the
     captions its renderer's data carry too. Self-generated captions that never named a colour left the erasure
-    attackable from prompts that do ("a red triangle": soft-prompt ASR 42 % against 8 %, benchmarks/README.md)."""
+    attackable from prompts that do ("a red triangle": soft-prompt ASR 42 % against 8 %, benchmarks/README.md).
+    Ordered along diagonals, so that consecutive images change template and colour at once: images take templates in
+    turn (concept_prompts), and in colour-major order the default 8 were 7 red and 1 green."""
     if family == "miniature":
-        return [t.format(colour=c, shape="{}") for c in world.COLOURS for t in world.TEMPLATES]
+        n = len(world.COLOURS)
+        pairs = sorted(itertools.product(range(len(world.TEMPLATES)), range(n)), key=lambda p: ((p[1] - p[0]) % n, p[0]))
+        return [world.TEMPLATES[t].format(colour=world.COLOURS[c], shape="{}") for t, c in pairs]
     return list(DEFAULT_TEMPLATES)
 
 
