@@ -26,6 +26,20 @@ def git_commit():
         return None
 
 
+def cpu_model():
+    """The CPU's model name and its widest vector units: the same code ran ~1.6x slower on an AVX2-only AMD EPYC
+    than on an AMX Intel Xeon (benchmarks/README.md), so timings only compare on one model."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or None
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    units = [u for u in ("amx_tile", "avx512f", "avx2") if u in flags]
+    return f"{name} ({', '.join(units) or 'no AVX2'})"
+
+
 def machine_info():
     import torch
 
@@ -36,7 +50,7 @@ def machine_info():
     except OSError:
         pass
     # The load average is recorded because the machine is shared: timings taken under load are slower.
-    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "mem_gib": mem,
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "mem_gib": mem,
             "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.cuda.is_available(), "loadavg_1m": round(os.getloadavg()[0], 2),
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_commit": git_commit()}
