@@ -113,6 +113,7 @@ def levers(args):
             "adversarial_concept_weight": args.adversarial_concept_weight if anchored and args.adversarial_every else 0.0,
             "adversarial_linear": (linear := args.lambda_adversarial_linear if anchored and args.adversarial_every else 0.0),
             "linear_gradient_contrast": bool(linear) and args.linear_gradient_contrast,
+            "linear_gradient_match": bool(linear) and args.linear_gradient_match,
             "adversarial_suffix": (suffix := args.lambda_adversarial_suffix if anchored and args.adversarial_every else 0.0),
             "suffix_target": args.suffix_target if suffix else None,
             "adversarial_words": args.lambda_adversarial_words if anchored and args.adversarial_every else 0.0,

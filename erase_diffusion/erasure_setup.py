@@ -21,7 +21,7 @@ from .families import default_clip_paths, detect_family, load_encoders
 from .features import FeatureCache
 from .host_memory import pin_mmap_threshold
 from .miniature import world
-from .prompts import caption_words, is_pair, token_state_sets
+from .prompts import caption_words, is_pair, same_words, token_state_sets
 from .used_rows import train_used_rows
 
 
@@ -323,7 +323,11 @@ def prepare(args, accelerator, on_phase=lambda name: None):
     if args.lambda_adversarial_linear > 0 and args.objective == "anchored":  # once, from the original's targets
         t, before = time.perf_counter(), unet_term.evaluations
         goal = cache[0].adversarial_targets(torch.arange(text["core"])).prefix_anchor
-        adversaries[0].gradients = unet_term.concept_gradients(goal, args.linear_gradient_samples)
+        pools = None
+        if args.linear_gradient_match:  # the images naming the caption's colours (the miniature's attribute words)
+            words, core = world.COLOURS if family == "miniature" else (), text["forget"][:text["core"]]
+            pools = list(zip(same_words(core, forget.captions, words), same_words(core, kept.captions, words)))
+        adversaries[0].gradients = unet_term.concept_gradients(goal, args.linear_gradient_samples, pools)
         seconds["linearisation"] = time.perf_counter() - t
         costs["unet_evals_linearisation"] = unet_term.evaluations - before
     costs["text_encoder_forward_caching"] = sum(c.counts["text_forward"] for c in cache)

@@ -78,6 +78,21 @@ def caption_words(captions, exclude):
     return sorted({w for c in captions for w in re.findall(r"[A-Za-z]+", c) if w.lower() not in skip})
 
 
+def same_words(captions, image_captions, words):
+    """Per caption, the indices of `image_captions` that name the same of `words` (the miniature's colours) as it
+    does, or None where it names none or no image matches: the images a caption's UNet gradient is drawn from."""
+    def named(caption):
+        return frozenset(w for w in words if re.search(rf"\b{re.escape(w)}\b", caption))
+
+    image_words = [named(c) for c in image_captions]
+    out = []
+    for caption in captions:
+        mine = named(caption)
+        match = [i for i, w in enumerate(image_words) if w == mine] if mine else []
+        out.append(match or None)
+    return out
+
+
 def token_state_sets(forget_captions, retain_captions, concept_words, neighbours, anchor, pair_prompts=True,
                      caption_noise=0.0, seed=0, keep=(), vocabulary=(), retain_names=(), vocabulary_size=0,
                      unconditional=False, suffix_size=0, hard=()):

@@ -112,26 +112,33 @@ class UNetTerm:
         x_t, t, _ = self.noisy_concept(len(states))
         return self.match(x_t, t, states, target_states)
 
-    def concept_gradients(self, states, samples, chunk=64):
+    def concept_gradients(self, states, samples, pools=None, chunk=64):
         """Per caption, the gradient of the UNet's denoising loss on the concept's latents with respect to its states
         `states` (N, L, D), averaged over `samples` (latent, timestep, noise) draws: the first-order view of the UNet
         the linear adversaries read (adversarial.py). With kept images, the part along the same gradient on them is
         projected out, caption by caption: what lowers the loss on any object (a sharper, coloured shape) is no
-        concept, and unlearning it costs the kept ones. Costs N x samples UNet evaluations and backward passes (twice
-        with kept images), once."""
-        grad = self._gradients(states, samples, self.latents, chunk)
+        concept, and unlearning it costs the kept ones. `pools`: per caption, the (concept, kept) images' indices its
+        draws come from (None: any), so that a caption naming red reads red images only. Costs N x samples UNet
+        evaluations and backward passes (twice with kept images), once."""
+        pools = pools or [(None, None)] * len(states)
+        grad = self._gradients(states, samples, self.latents, [p[0] for p in pools], chunk)
         if self.kept_latents is None:
             return grad
-        kept = self._gradients(states, samples, self.kept_latents, chunk)
+        kept = self._gradients(states, samples, self.kept_latents, [p[1] for p in pools], chunk)
         along = (grad * kept).sum((1, 2), keepdim=True) / (kept * kept).sum((1, 2), keepdim=True).clamp(min=1e-12)
         return grad - along * kept
 
-    def _gradients(self, states, samples, latents, chunk):
+    def _gradients(self, states, samples, latents, pools, chunk):
         rows = states.repeat_interleave(samples, 0)
+        picks = None
+        if any(p is not None for p in pools):  # each caption's draws from its own pool
+            pools = [torch.arange(len(latents)) if p is None else torch.as_tensor(p) for p in pools]
+            picks = torch.cat([p[torch.randint(len(p), (samples,), generator=self.generator)] for p in pools])
         out = []
         for i in range(0, len(rows), chunk):
             s = rows[i:i + chunk].clone().requires_grad_(True)
-            x_t, t, noise = self.noisy_concept(len(s), latents)
+            x_t, t, noise = self.noisy_concept(len(s), latents) if picks is None else self.noisy(
+                latents[picks[i:i + chunk]])
             pred = self.unet(x_t, t, encoder_hidden_states=s).sample
             # summed over rows: each row's gradient is its own sample's
             loss = F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)).sum()

@@ -271,19 +271,37 @@ def test_the_contrasted_gradient_keeps_only_what_the_kept_images_do_not_share():
     g = term.concept_gradients(blob, samples=16)
     assert term.evaluations == 2 * 16
     ref = UNetTerm(model_path(), images, blob, batch_size=1, seed=0, kept_images=kept)  # the same draws, one at a time
-    concept, shared = (ref._gradients(blob, 16, latents, 64) for latents in (ref.latents, ref.kept_latents))
+    concept, shared = (ref._gradients(blob, 16, latents, [None], 64) for latents in (ref.latents, ref.kept_latents))
     assert (concept * shared).sum() > 0.1 * concept.norm() * shared.norm()  # a part both share, worth removing
     assert abs((g * shared).sum()) < 1e-4 * g.norm() * shared.norm() and g.norm() < concept.norm()
     assert ((tri - blob) * g).sum() < 0  # what is left still lowers the concept's loss towards the concept
 
 
+def test_a_pooled_gradient_reads_only_its_pool_s_images():
+    """--linear_gradient_match: a caption whose pool holds one image gets the gradient of that image alone, draw for
+    draw (a pool of one consumes the draws as a set of one does), and another pool a different one."""
+    from erase_diffusion.families import load_encoders
+    from erase_diffusion.miniature import clip_path, model_path, world
+    from erase_diffusion.unet_term import UNetTerm
+
+    enc = load_encoders(model_path(), "miniature", [clip_path()])[0]
+    with torch.no_grad():
+        blob = enc.text_encoder(enc.tokenize(["a red blob"]))[0]
+    images = [world.render("triangle", c, random.Random(0)) for c in ("red", "blue")]
+    term, alone, other = (UNetTerm(model_path(), images, blob, batch_size=1, seed=0) for _ in range(3))
+    red = term._gradients(blob, 4, term.latents, [[0]], 64)
+    assert torch.allclose(red, alone._gradients(blob, 4, alone.latents[:1], [None], 64))
+    # the same noise and timesteps on the blue image
+    assert not torch.allclose(red, other._gradients(blob, 4, other.latents, [[1]], 64), rtol=1e-2)
+
+
 def test_the_linear_adversaries_run_in_an_erasure_and_cost_unet_evaluations_once(tmp_path):
     record = main(parse_args([*QUICK, "--output_dir", str(tmp_path / "out"), "--adversarial_every", "1",
                               "--lambda_adversarial_linear", "10", "--linear_gradient_samples", "2",
-                              "--lambda_pair_guard", "0"]))["record"]
+                              "--lambda_pair_guard", "0", "--linear_gradient_match"]))["record"]
     # the last step attacked too, so its losses are the ones recorded
     assert {"adversarial_linear", "adversarial_linear_states"} <= set(record["final_losses"])
-    assert record["levers"]["adversarial_linear"] == 10
+    assert record["levers"]["adversarial_linear"] == 10 and record["levers"]["linear_gradient_match"]
     costs = record["costs"]
     # 2 draws per attacked caption, before training; nothing through the UNet in the loop
     assert costs["unet_evals_linearisation"] > 0 and costs["unet_evals_linearisation"] % 2 == 0

@@ -75,3 +75,20 @@ def test_hard_pairs_take_half_their_kept_object_from_the_named_kept_concepts():
     assert all("triangle" in f and a == f.replace("triangle", "blob") for f, a in zip(forget, anchored))
     assert not any("triangle" in r for r in retain)
     assert by_name_sets(seed=1, hard=()) == by_name_sets(seed=1)  # off: the same sets, draw for draw
+
+
+def test_the_default_few_generated_images_cover_every_colour_and_vary_the_template():
+    """Images take the templates in turn: the default 8 once were 7 red and 1 green (colour-major order)."""
+    first = data.default_templates("miniature")[:len(world.COLOURS)]
+    assert {c for t in first for c in world.COLOURS if re.search(rf"\b{c}\b", t)} == set(world.COLOURS)
+    assert len({re.sub("|".join(world.COLOURS), "", t) for t in first}) == len(first)  # no template twice
+    assert len(set(data.default_templates("miniature"))) == len(world.COLOURS) * len(world.TEMPLATES)
+
+
+def test_a_caption_s_gradient_images_are_those_naming_its_colours():
+    from erase_diffusion.prompts import same_words
+
+    images = ["a red triangle", "a triangle in blue", "red triangle", "a picture of a triangle"]
+    pools = same_words(["a red blob", "a blob", "a green blob", "a blue blob and a red star"], images, world.COLOURS)
+    # red images only; no colour named or no image with it: any image; two colours: images naming both (none here)
+    assert pools == [[0, 2], None, None, None]
