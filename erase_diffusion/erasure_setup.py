@@ -325,7 +325,8 @@ def prepare(args, accelerator, on_phase=lambda name: None):
         goal = cache[0].adversarial_targets(torch.arange(text["core"])).prefix_anchor
         pools = None
         if args.linear_gradient_match:  # the images naming the caption's colours (the miniature's attribute words)
-            words, core = world.COLOURS if family == "miniature" else (), text["forget"][:text["core"]]
+            words = world.COLOURS if family == "miniature" else ()
+            core = text["forget"][:text["core"]]
             pools = list(zip(same_words(core, forget.captions, words), same_words(core, kept.captions, words)))
         adversaries[0].gradients = unet_term.concept_gradients(goal, args.linear_gradient_samples, pools)
         seconds["linearisation"] = time.perf_counter() - t
