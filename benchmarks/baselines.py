@@ -94,7 +94,7 @@ def run_ours(name, concepts, tmp, extra, args, ev, judge=True):
 
     out = os.path.join(tmp, name)
     smoke = ["--max_train_steps", "3", "--num_forget_images", "8", "--num_retain_images", "10",
-             "--data_inference_steps", "2"] if args.smoke else []
+             "--data_inference_steps", "2", "--linear_gradient_samples", "1"] if args.smoke else []
     # the smoke budgets first: a row's own flags (data_curve's --num_forget_images) must win over them
     rec = run_erase(erase_argv(out, concepts, None, None, extra=[*smoke, *extra, "--retain_cache_dir",
                                                               os.path.join(tmp, "retain-cache"),

@@ -41,7 +41,7 @@ def parse_args(argv=None):
 def one_run(args, cache, workdir):
     extra = []
     if args.smoke:
-        extra = ["--num_forget_images", "16", "--num_retain_images", "16"]
+        extra = ["--num_forget_images", "16", "--num_retain_images", "16", "--linear_gradient_samples", "1"]
     out = os.path.join(workdir, "cached" if cache else "uncached")
     seeds = args.validation_seeds if cache else 0
     rec = run_erase(erase_argv(out, [args.concept], args.max_train_steps, args.train_batch_size, cache=cache,

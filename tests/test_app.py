@@ -12,6 +12,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+import quick
 from app.charts import CSS
 from app.studio import Studio
 from app.ui import build_ui
@@ -20,8 +21,7 @@ from erase_diffusion.train import main as erase_main
 from erase_diffusion.train import parse_args as erase_args
 
 CHROMIUM = "/usr/bin/chromium"
-QUICK = ["--validation_seeds", "0", "--report_to", "none", "--checkpointing_steps", "0",
-         "--linear_gradient_samples", "1"]  # the first-order set runs, on one gradient draw a caption
+QUICK = quick.QUICK
 
 
 def free_port():

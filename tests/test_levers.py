@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import quick
 from erase_diffusion.train import main, parse_args
 
-QUICK = ["--concept", "triangle", "--max_train_steps", "4", "--validation_seeds", "0", "--report_to", "none",
-         "--checkpointing_steps", "0", "--linear_gradient_samples", "1"]  # the first-order set on one draw a caption
+QUICK = ["--concept", "triangle", "--max_train_steps", "4", *quick.QUICK]
 
 
 def test_every_lever_runs_and_is_recorded_with_its_cost(tmp_path):

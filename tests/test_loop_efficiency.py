@@ -12,13 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import quick
 from erase_diffusion import erasure_setup
 from erase_diffusion.errors import UsageError
 from erase_diffusion.train import main, parse_args
 from erase_diffusion.used_rows import UsedRowsEmbedding, tied_ids, untied
 
-QUICK = ["--concept", "triangle", "--max_train_steps", "10", "--validation_seeds", "0", "--report_to", "none",
-         "--linear_gradient_samples", "1"]  # the first-order set runs, on one gradient draw a caption
+QUICK = ["--concept", "triangle", "--max_train_steps", "10", *quick.QUICK]
 
 
 def test_each_distinct_caption_is_encoded_once_with_the_same_outputs_and_gradients():

@@ -7,6 +7,7 @@ from diffusers import (StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPip
 from PIL import Image
 from safetensors.torch import load_file
 
+import quick
 from erase_diffusion.errors import UsageError
 from erase_diffusion.generate import generate
 from erase_diffusion.evaluation.metrics import erasure_prompts, judge_rows
@@ -33,8 +34,8 @@ def full(default_erasure):
 @pytest.fixture(scope="module")
 def lora(tmp_path_factory):
     out = tmp_path_factory.mktemp("lora") / "no-triangle-lora"
-    return out, erase(out, "--lora_rank", "4", "--validation_seeds", "2", "--max_train_steps", "150",
-                      "--adversarial_every", "0")["record"]
+    return out, erase(out, "--lora_rank", "4", "--validation_seeds", "2", "--max_train_steps", "60",
+                      "--adversarial_every", "0", *quick.SMALL_DATA)["record"]
 
 
 def same(a, b):

@@ -2,10 +2,10 @@
 
 import torch
 
+import quick
 from erase_diffusion.train import main, parse_args
 
-QUICK = ["--concept", "triangle", "--max_train_steps", "4", "--validation_seeds", "0", "--report_to", "none",
-         "--checkpointing_steps", "0", "--linear_gradient_samples", "1"]
+QUICK = ["--concept", "triangle", "--max_train_steps", "4", *quick.QUICK]
 
 
 def test_the_name_reads_the_anchors_row_so_whatever_follows_it_reads_the_anchor(tmp_path):
