@@ -46,9 +46,9 @@ def test_tests_of_the_shared_erasure_run_on_one_worker(request, default_erasure)
 
 
 def test_two_concepts_in_one_run(tmp_path):
-    # half the default steps: two concepts are erased well before the end of the default schedule
+    # a fifth of the default steps (250 a concept): two concepts are erased well before the end of the default schedule
     result = main(parse_args(["--concept", "triangle,star", "--output_dir", str(tmp_path / "out"), "--validation_seeds", "1",
-                              "--report_to", "none", "--checkpointing_steps", "0", "--max_train_steps", "150"]))
+                              "--report_to", "none", "--checkpointing_steps", "0", "--max_train_steps", "100"]))
     m = result["record"]["judge_metrics"]
     assert result["record"]["concepts"] == ["triangle", "star"]
     for c in ("triangle", "star"):
@@ -62,8 +62,7 @@ def test_erasing_every_shape_keeps_the_neutral_blob(tmp_path, capsys):
     from erase_diffusion.miniature import world
     from erase_diffusion.train import cli
 
-    every = ["--concept", ",".join(world.SHAPES), "--validation_seeds", "0", "--report_to", "none",
-             "--max_train_steps", "2", "--checkpointing_steps", "0"]
+    every = ["--concept", ",".join(world.SHAPES), "--max_train_steps", "2", *quick.QUICK]
     assert cli([*every, "--output_dir", str(tmp_path / "refused")]) == 2  # nothing left to keep unless asked
     assert "--retain_concepts blob" in capsys.readouterr().err
     result = main(parse_args([*every, "--retain_concepts", "blob", "--output_dir", str(tmp_path / "out")]))

@@ -136,7 +136,7 @@ def spy(*a):
     seen.append(mapped())
     return encoders
 erasure_setup.load_encoders = spy
-args = train.parse_args(["--concept", "triangle", "--output_dir", sys.argv[1], "--report_to", "none"])
+args = train.parse_args(["--concept", "triangle", "--output_dir", sys.argv[1], *sys.argv[2:]])
 flag_checks.validate_args(args)
 from accelerate import Accelerator
 setup = erasure_setup.prepare(args, Accelerator())
@@ -148,7 +148,8 @@ print(seen[0], mapped(), setup.encoders[0].vision is None and setup.encoders[0].
 def test_caching_releases_the_vision_tower_and_its_memory_map(tmp_path):
     if not sys.platform.startswith("linux"):
         pytest.skip("reads the process's mappings from /proc/self/maps (Linux only)")
-    res = subprocess.run([sys.executable, "-c", MAPPED, str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    res = subprocess.run([sys.executable, "-c", MAPPED, str(tmp_path / "out"), *quick.QUICK], capture_output=True, text=True,
+                         timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     before, after, dropped = res.stdout.split()[-3:]
     assert (before, after, dropped) == ("True", "False", "True"), res.stdout
