@@ -77,7 +77,8 @@ def test_two_writers_at_once_leave_one_complete_entry(tmp_path):
 def test_a_warm_erasure_by_name_generates_only_its_forget_images(tmp_path):
     flags = ["--concept", "triangle", "--data_source", "generate", "--num_forget_images", "4", "--num_retain_images",
              "10", "--data_inference_steps", "3", "--max_train_steps", "3", "--validation_seeds", "0",
-             "--report_to", "none", "--checkpointing_steps", "0", "--retain_cache_dir", str(tmp_path / "cache")]
+             "--report_to", "none", "--checkpointing_steps", "0", "--linear_gradient_samples", "1",
+             "--retain_cache_dir", str(tmp_path / "cache")]
     cold = main(parse_args([*flags, "--output_dir", str(tmp_path / "cold")]))["record"]["costs"]
     warm = main(parse_args([*flags, "--output_dir", str(tmp_path / "warm")]))["record"]["costs"]
     assert cold["unet_evals_retain_images"] > 0 and warm["unet_evals_retain_images"] == 0
