@@ -19,6 +19,8 @@ RENDERER_LEVERS = {"lambda_adversarial_linear": 300.0, "lambda_pair_guard": 1000
 # beside the concept 35-50 % without it, 65-85 % with it) and the keep weights are doubled (80-95 %). Over six shapes
 # and four seeds: 28 robust-erasure bars missed against 34 without the set, the soft prompt above its bar in 2 erasures
 # against 16 (2 % against 28 % on average), but colour 95-98 % in 15 (benchmarks/README.md, twenty-first round).
+# With the by-name templates on diagonals (every colour in the first images) each caption's gradient is read on images
+# of its own colours (--linear_gradient_match): 27 bars missed against 36 without it (twenty-third round).
 NAME_LEVERS = {"lambda_adversarial_linear": 300.0, "lambda_preserve": 300.0, "lambda_anchor": 200.0}
 KEEP_WEIGHTS = {"lambda_preserve": 150.0, "lambda_anchor": 100.0}  # elsewhere (the flags' help strings say why)
 # Data amounts when not given. Rendered images cost nothing; generated ones cost UNet evaluations, and 8 forget images,
@@ -60,6 +62,8 @@ def lever_defaults(args, family):
     if args.linear_gradient_contrast is None:  # the renderer's drawings keep kept objects through the guard instead
         args.linear_gradient_contrast = not renderer and args.lambda_adversarial_linear > 0
     by_name = not renderer and args.lambda_adversarial_linear > 0 and args.linear_gradient_contrast
+    if args.linear_gradient_match is None:  # by name each caption's gradient read on images of its own colours
+        args.linear_gradient_match = by_name
     for name, weight in KEEP_WEIGHTS.items():
         if getattr(args, name) is None:
             setattr(args, name, NAME_LEVERS[name] if by_name else weight)

@@ -32,15 +32,17 @@ def test_the_levers_and_steps_default_per_data_source(flags, expected):
 
 
 @pytest.mark.parametrize("flags, expected", [
-    ([], (False, 150.0, 100.0)),  # the renderer's data: the guard on its drawings keeps kept objects instead
-    (["--data_source", "generate"], (True, 300.0, 200.0)),  # by name: the contrast and the doubled keep weights
-    (["--data_source", "generate", "--no-linear_gradient_contrast"], (False, 150.0, 100.0)),
-    (["--data_source", "generate", "--lambda_adversarial_linear", "0"], (False, 150.0, 100.0)),
-    (["--data_source", "generate", "--lambda_preserve", "7"], (True, 7.0, 200.0)),  # what the user gives is kept
-    (["--lambda_anchor", "3", "--linear_gradient_contrast"], (True, 150.0, 3.0))])
+    ([], (False, False, 150.0, 100.0)),  # the renderer's data: the guard on its drawings keeps kept objects instead
+    # by name: the contrast, the colour-matched gradient and the doubled keep weights
+    (["--data_source", "generate"], (True, True, 300.0, 200.0)),
+    (["--data_source", "generate", "--no-linear_gradient_match"], (True, False, 300.0, 200.0)),
+    (["--data_source", "generate", "--no-linear_gradient_contrast"], (False, False, 150.0, 100.0)),
+    (["--data_source", "generate", "--lambda_adversarial_linear", "0"], (False, False, 150.0, 100.0)),
+    (["--data_source", "generate", "--lambda_preserve", "7"], (True, True, 7.0, 200.0)),  # what the user gives is kept
+    (["--lambda_anchor", "3", "--linear_gradient_contrast"], (True, False, 150.0, 3.0))])
 def test_the_contrast_and_keep_weights_default_per_data_source(flags, expected):
     from erase_diffusion.defaults import lever_defaults
 
     args = parse_args(["--concept", "triangle", "--output_dir", "unused", *flags])
     lever_defaults(args, "miniature")
-    assert (args.linear_gradient_contrast, args.lambda_preserve, args.lambda_anchor) == expected
+    assert (args.linear_gradient_contrast, args.linear_gradient_match, args.lambda_preserve, args.lambda_anchor) == expected
