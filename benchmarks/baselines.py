@@ -96,9 +96,17 @@ def run_ours(name, concepts, tmp, extra, args, ev, judge=True):
     smoke = ["--max_train_steps", "3", "--num_forget_images", "8", "--num_retain_images", "10",
              "--data_inference_steps", "2", "--linear_gradient_samples", "1"] if args.smoke else []
     # the smoke budgets first: a row's own flags (data_curve's --num_forget_images) must win over them
-    rec = run_erase(erase_argv(out, concepts, None, None, extra=[*smoke, *extra, "--retain_cache_dir",
-                                                              os.path.join(tmp, "retain-cache"),
-                                                              *args.erase_flags.split()]))
+    argv = erase_argv(out, concepts, None, None, extra=[*smoke, *extra, "--retain_cache_dir",
+                                                        os.path.join(tmp, "retain-cache"), *args.erase_flags.split()])
+    if args.smoke:  # in this process: a smoke's wall measures nothing, and a fresh interpreter's imports outlast its
+        # erasure (benchmarks keep the fresh process: its wall is what a user waits for)
+        from erase_diffusion.train import main as erase, parse_args as erase_args
+
+        t = time.perf_counter()
+        erase(erase_args(argv))
+        rec = {"process_wall": time.perf_counter() - t}
+    else:
+        rec = run_erase(argv)
     with open(os.path.join(out, "erasure.json")) as f:
         costs = json.load(f)["costs"]
     row = {"erase_wall": rec["process_wall"], "costs": costs,  # every UNet evaluation the erasure made, data and terms

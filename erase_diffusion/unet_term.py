@@ -31,10 +31,13 @@ def pixels(images, size):
 LAYOUT_T = 600  # of 1000 DDPM steps: above it the noise still decides where each object goes, below it their detail
 
 
+ENCODE_BATCH = 64
+
+
 def encode_latents(vae, x):
-    """The VAE's latents (its posterior means, scaled) of pixels `x`, 64 at a time."""
+    """The VAE's latents (its posterior means, scaled) of pixels `x`, ENCODE_BATCH at a time."""
     with torch.no_grad():
-        means = [vae.encode(x[i:i + 64]).latent_dist.mean for i in range(0, len(x), 64)]
+        means = [vae.encode(x[i:i + ENCODE_BATCH]).latent_dist.mean for i in range(0, len(x), ENCODE_BATCH)]
     return torch.cat(means) * vae.config.scaling_factor
 
 
@@ -53,15 +56,25 @@ class UNetTerm:
         self.latents = encode_latents(vae, pixels(forget_images, size))
         # what the first-order view contrasts the concept with (--linear_gradient_contrast)
         self.kept_latents = encode_latents(vae, pixels(kept_images, size)) if kept_images else None
-        self.scene_rows, self.scene_latents = {}, None
-        if pair_scenes:
+        self.scene_rows, self.scene_pixels, self.scene_chunks = {}, None, {}
+        if pair_scenes:  # encoded as the guard first reads them (`scene_latents`): a short run reads few of hundreds
             self.scene_rows = {k: row for row, k in enumerate(pair_scenes)}
-            self.scene_latents = encode_latents(vae, pixels(list(pair_scenes.values()), (size * pair_width, size)))
+            self.scene_pixels = pixels(list(pair_scenes.values()), (size * pair_width, size))
+            self.vae = vae
         self.anchor_states = anchor_states
         self.batch_size = batch_size
         self.pair_width = pair_width
         self.generator = torch.Generator().manual_seed(seed)
         self.evaluations = 0
+
+    def scene_latents(self, captions):
+        """The latents of the drawings of two-object forget captions `captions` (indices). Each ENCODE_BATCH-row chunk
+        of the scenes is encoded the first time one of its rows is read, as the very slice encoding them all at once
+        would encode: the same latents, in whatever order a run (or its resumed twin) reads them."""
+        rows = [self.scene_rows[int(i)] for i in captions]
+        for c in sorted({r // ENCODE_BATCH for r in rows} - set(self.scene_chunks)):
+            self.scene_chunks[c] = encode_latents(self.vae, self.scene_pixels[c * ENCODE_BATCH:(c + 1) * ENCODE_BATCH])
+        return torch.stack([self.scene_chunks[r // ENCODE_BATCH][r % ENCODE_BATCH] for r in rows])
 
     def state_dict(self):
         """What a resumed run needs to draw the same latents, timesteps and noise as one never stopped."""
@@ -149,7 +162,7 @@ class UNetTerm:
     def guards(self, caption):
         """Whether the guard can read two-object forget caption `caption` (an index): with drawn scenes, only those
         whose anchored twin names two objects the renderer draws (caption noise may drop one)."""
-        return self.scene_latents is None or caption in self.scene_rows
+        return self.scene_pixels is None or caption in self.scene_rows
 
     def pair_guard(self, states, target_states, idx=None):
         """The two-object guard: under the erased encoder's `states` of two-object forget captions, the UNet must
@@ -160,8 +173,8 @@ class UNetTerm:
         indices `idx`, it reads their drawings instead, noised at every timestep: on pure noise the prediction hardly
         depends on the caption, and the default's two-object failures (a kept square drawn as a blob, two colours
         swapped) are decided below LAYOUT_T too (benchmarks/README.md, eighth round)."""
-        if self.scene_latents is not None and idx is not None:
-            x_t, t, _ = self.noisy(self.scene_latents[[self.scene_rows[int(i)] for i in idx]])
+        if self.scene_pixels is not None and idx is not None:
+            x_t, t, _ = self.noisy(self.scene_latents(idx))
             return self.match(x_t, t, states, target_states)
         c, h, w = self.latents.shape[1:]
         x_t = torch.randn((len(states), c, h, w * self.pair_width), generator=self.generator)

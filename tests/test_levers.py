@@ -183,12 +183,14 @@ def test_the_guard_on_drawn_scenes_noises_each_captions_own_drawing(monkeypatch)
         target = enc.text_encoder(enc.tokenize(anchored[1:]))[0]
     images = [world.render("triangle", "red", random.Random(k)) for k in range(2)]
     term = UNetTerm(model_path(), images, target, batch_size=2, seed=0, pair_width=2, pair_scenes=scenes)
-    assert term.scene_latents.shape[-1] == 2 * term.latents.shape[-1]
+    assert not term.scene_chunks  # nothing encoded before the guard reads it
+    drawn = term.scene_latents([1, 2])
+    assert drawn.shape[-1] == 2 * term.latents.shape[-1]
     clean = []
     add_noise = term.scheduler.add_noise
     monkeypatch.setattr(term.scheduler, "add_noise", lambda x0, noise, t: clean.append(x0) or add_noise(x0, noise, t))
     assert term.pair_guard(target.flip(0), target.flip(0), idx=torch.tensor([2, 1])) < 1e-10
-    assert torch.equal(clean[0], term.scene_latents.flip(0))  # caption 2's drawing first, then caption 1's
+    assert torch.equal(clean[0], drawn.flip(0))  # caption 2's drawing first, then caption 1's
     loss = term.pair_guard(target, target.flip(0), idx=torch.tensor([1, 2]))  # each caption against the other's target
     assert loss > 1e-4 and term.evaluations == 2 * 2 + 2 * 2
 
