@@ -46,9 +46,10 @@ def test_tests_of_the_shared_erasure_run_on_one_worker(request, default_erasure)
 
 
 def test_two_concepts_in_one_run(tmp_path):
-    # a fifth of the default steps (250 a concept): two concepts are erased well before the end of the default schedule
+    # an eighth of the default steps (250 a concept): two concepts are erased well before the end of the default
+    # schedule (at 60 steps both at 0 % forget, every kept shape at 100 %, 2026-12-07)
     result = main(parse_args(["--concept", "triangle,star", "--output_dir", str(tmp_path / "out"), "--validation_seeds", "1",
-                              "--report_to", "none", "--checkpointing_steps", "0", "--max_train_steps", "100"]))
+                              "--report_to", "none", "--checkpointing_steps", "0", "--max_train_steps", "60"]))
     m = result["record"]["judge_metrics"]
     assert result["record"]["concepts"] == ["triangle", "star"]
     for c in ("triangle", "star"):
@@ -81,8 +82,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     # the default's UNet levers, the guard weighted up so that its latents, timesteps and noise shape the weights:
     # they must continue where they stopped too
     levers = ["--lambda_pair_guard", "10000", "--linear_gradient_samples", "2"]
-    whole = subprocess.run(erase_cmd(tmp_path / "whole", *levers), capture_output=True, text=True)
-    assert whole.returncode == 0, whole.stderr[-2000:]
+    main(parse_args(erase_cmd(tmp_path / "whole", *levers)[2:]))  # uninterrupted, in this process (one thread too)
     proc = subprocess.Popen(erase_cmd(tmp_path / "killed", *levers), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = tmp_path / "killed" / "checkpoints" / "checkpoint-10" / "state.json"
     deadline = time.time() + 120

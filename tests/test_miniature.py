@@ -82,17 +82,19 @@ def test_shipped_pipeline_loads_offline_with_plain_diffusers_and_is_deterministi
     assert a.std() > 0.05  # an image, not a flat field
 
 
+# Seeds per prompt: the shipped miniature draws every one of 4 seeds' single-object and 2 seeds' held-out images right
+# and 98 % of 4 seeds' two-object scenes (2026-12-07); fewer seeds halve the time and keep every bar's margin.
 def test_single_object_and_held_out_bars(mini_pipe, judge):
-    quality, images = judged_quality(mini_pipe, judge, seeds=4)
-    assert len(images) == 144
+    quality, images = judged_quality(mini_pipe, judge, seeds=2)
+    assert len(images) == 72
     assert quality["shape"] >= 0.95 and quality["min_shape"] >= 0.85 and quality["colour"] >= 0.95, quality
-    held_out = held_out_quality(mini_pipe, judge, seeds=2)
+    held_out = held_out_quality(mini_pipe, judge, seeds=1)
     for key in ("held_out_paraphrases", "held_out_templates"):
         assert held_out[key]["shape"] >= 0.90, (key, held_out[key])
 
 
 def test_two_object_bar(mini_pipe, judge):
-    quality = pair_quality(mini_pipe, judge, seeds=4)
+    quality = pair_quality(mini_pipe, judge, seeds=2)
     assert quality["pair_both"] >= PAIR_BAR and quality["pair_colour"] >= PAIR_COLOUR_BAR, quality
 
 
