@@ -169,7 +169,7 @@ def test_the_guard_on_drawn_scenes_noises_each_captions_own_drawing(monkeypatch)
     from erase_diffusion.evaluation.judge import Judge
     from erase_diffusion.families import load_encoders
     from erase_diffusion.miniature import clip_path, judge_path, model_path, world
-    from erase_diffusion.unet_term import UNetTerm
+    from erase_diffusion.unet_term import UNetTerm, encode_latents
 
     forget = ["a red triangle", "a red triangle and a blue circle", "a green square and a yellow triangle"]
     anchored = ["a red blob", "a red blob and a blue circle", "a green square and a yellow blob"]
@@ -186,6 +186,7 @@ def test_the_guard_on_drawn_scenes_noises_each_captions_own_drawing(monkeypatch)
     assert not term.scene_chunks  # nothing encoded before the guard reads it
     drawn = term.scene_latents([1, 2])
     assert drawn.shape[-1] == 2 * term.latents.shape[-1]
+    assert torch.equal(drawn, encode_latents(term.vae, term.scene_pixels))  # as encoding every scene at once would
     clean = []
     add_noise = term.scheduler.add_noise
     monkeypatch.setattr(term.scheduler, "add_noise", lambda x0, noise, t: clean.append(x0) or add_noise(x0, noise, t))
