@@ -104,12 +104,12 @@ def run_ours(name, concepts, tmp, extra, args, ev, judge=True):
 
         t = time.perf_counter()
         erase(erase_args(argv))
-        rec = {"process_wall": time.perf_counter() - t}
+        wall = time.perf_counter() - t
     else:
-        rec = run_erase(argv)
+        wall = run_erase(argv)["process_wall"]
     with open(os.path.join(out, "erasure.json")) as f:
         costs = json.load(f)["costs"]
-    row = {"erase_wall": rec["process_wall"], "costs": costs,  # every UNet evaluation the erasure made, data and terms
+    row = {"erase_wall": wall, "costs": costs,  # every UNet evaluation the erasure made, data and terms
            # data (its forget/retain split is inside it), the one-off linearisation, the terms in the loop; judging the
            # result is not erasing
            "unet_evals": sum(costs.get(f"unet_evals_{k}", 0) for k in ("data", "linearisation", "training"))}

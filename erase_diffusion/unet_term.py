@@ -29,8 +29,6 @@ def pixels(images, size):
 
 
 LAYOUT_T = 600  # of 1000 DDPM steps: above it the noise still decides where each object goes, below it their detail
-
-
 ENCODE_BATCH = 64  # images per VAE call; the guard's scenes are encoded in these very slices (`scene_latents`)
 
 
