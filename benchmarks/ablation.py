@@ -38,6 +38,8 @@ ROWS = {  # name: (label, flags); every row but "default" states each lever, so 
                    ["--lambda_retain", "0", "--lambda_forget", "0", "--lambda_consistency", "0",
                     "--lambda_adversarial_linear", "0"]),
     "default_generate": ("default, by name (--data_source generate)", ["--data_source", "generate"]),
+    "generate_no_guard": ("default by name less the guard on the base's own drawings (the twenty-third round's)",
+                          ["--data_source", "generate", "--lambda_pair_guard", "0"]),
     # the default less one lever each: what the fourth, fifth, tenth and nineteenth rounds' defaults are worth
     "no_linear": ("default less the first-order set (and so the guard; 300 steps) and the tie: the fifth round's "
                   "default",

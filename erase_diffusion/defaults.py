@@ -14,14 +14,19 @@ STEPS_PER_CONCEPT = 300
 # attack steps did not do better (benchmarks/README.md, tenth and eleventh rounds).
 # (Its steps a concept hold wherever the set runs, by name too.)
 RENDERER_LEVERS = {"lambda_adversarial_linear": 300.0, "lambda_pair_guard": 10000.0, "steps_per_concept": 250}
-# By name there are no drawings for the guard (on noise or the base's own drawings kept objects fell to 65-90 %).
-# Instead the set's gradient has the kept images' projected out (--linear_gradient_contrast; at seed 0 kept objects
+# By name there are no renderer's drawings for the guard (on noise or the base's own drawings, before the contrast below,
+# kept objects fell to 65-90 %). So the set's gradient has the kept images' projected out (--linear_gradient_contrast; at seed 0 kept objects
 # beside the concept 35-50 % without it, 65-85 % with it) and the keep weights are doubled (80-95 %). Over six shapes
 # and four seeds: 28 robust-erasure bars missed against 34 without the set, the soft prompt above its bar in 2 erasures
 # against 16 (2 % against 28 % on average), but colour 95-98 % in 15 (benchmarks/README.md, twenty-first round).
 # With the by-name templates on diagonals (every colour in the first images) each caption's gradient is read on images
 # of its own colours (--linear_gradient_match): 27 bars missed against 36 without it (twenty-third round).
-NAME_LEVERS = {"lambda_adversarial_linear": 300.0, "lambda_preserve": 300.0, "lambda_anchor": 200.0}
+# The guard then reads the base pipeline's own drawings of the anchor beside each kept concept, cached with the retain
+# set (--pair_guard_latents generated): over six shapes and four seeds 18 bars missed against 27, fewer at every seed
+# (kept objects beside the concept under their bar in 8 erasures against 15, colour in 4 against 7), ~1.2x the time
+# alone (benchmarks/README.md, twenty-fifth round).
+NAME_LEVERS = {"lambda_adversarial_linear": 300.0, "lambda_preserve": 300.0, "lambda_anchor": 200.0,
+               "lambda_pair_guard": 10000.0}
 KEEP_WEIGHTS = {"lambda_preserve": 150.0, "lambda_anchor": 100.0}  # elsewhere (the flags' help strings say why)
 # Data amounts when not given. Rendered images cost nothing; generated ones cost UNet evaluations, and 8 forget images,
 # 40 retain images at 10 steps judged as well as 32 forget, 384 retain or 20 steps (benchmarks/README.md, the data
@@ -47,7 +52,8 @@ def data_defaults(args, family):
 def lever_defaults(args, family):
     """Fills the levers and the steps left unset: the first-order set in fewer steps; on the renderer's data with the
     guard on the renderer's drawings (which keeps the kept objects the set costs, RENDERER_LEVERS) and the name tied to
-    the anchor's row; elsewhere with the kept images' gradient projected out and doubled keep weights (NAME_LEVERS).
+    the anchor's row; elsewhere with the kept images' gradient projected out and doubled keep weights, and where the
+    base generates the data the guard on its own drawings (NAME_LEVERS).
     The adversarial term runs where it is supported; the weights' moving average with the anchored objective."""
     if args.adversarial_every is None:
         args.adversarial_every = 0 if family == "sdxl" or args.objective == "paper" else ADVERSARIAL_EVERY
@@ -67,11 +73,16 @@ def lever_defaults(args, family):
     for name, weight in KEEP_WEIGHTS.items():
         if getattr(args, name) is None:
             setattr(args, name, NAME_LEVERS[name] if by_name else weight)
-    if args.lambda_pair_guard is None:
-        on = renderer and args.lambda_adversarial_linear > 0 and args.pair_prompts
-        args.lambda_pair_guard = RENDERER_LEVERS["lambda_pair_guard"] if on else 0.0
-    if args.pair_guard_latents is None:  # the renderer's drawings wherever it draws them
-        args.pair_guard_latents = "scenes" if renderer and args.lambda_pair_guard > 0 else "noise"
+    # the base draws the anchor beside kept objects where the anchor is a word (the miniature's blob; elsewhere the
+    # default anchor is empty: the concept's name dropped)
+    named = bool(args.anchor) if args.anchor is not None else family == "miniature"
+    generated = data_source(args, family) == "generate" and named
+    if args.lambda_pair_guard is None:  # where there are drawings to read: the renderer's, or the base's by name
+        on = (renderer or (generated and by_name)) and args.lambda_adversarial_linear > 0 and args.pair_prompts
+        args.lambda_pair_guard = (RENDERER_LEVERS if renderer else NAME_LEVERS)["lambda_pair_guard"] if on else 0.0
+    if args.pair_guard_latents is None:  # the renderer's drawings wherever it draws them, else the base's own
+        drawn = "scenes" if renderer else ("generated" if generated else "noise")
+        args.pair_guard_latents = drawn if args.lambda_pair_guard > 0 else "noise"
     if args.max_train_steps is None:
         steps = RENDERER_LEVERS["steps_per_concept"] if args.lambda_adversarial_linear > 0 else STEPS_PER_CONCEPT
         args.max_train_steps = steps * len(args.concept)

@@ -21,7 +21,7 @@ from .families import default_clip_paths, detect_family, load_encoders
 from .features import FeatureCache
 from .host_memory import pin_mmap_threshold
 from .miniature import world
-from .prompts import caption_words, is_pair, same_words, token_state_sets
+from .prompts import caption_words, guard_prompts, is_pair, same_words, token_state_sets
 from .used_rows import train_used_rows
 
 
@@ -86,19 +86,20 @@ def prompt_templates(args, family):
 
 
 def load_pairs(args, family, concepts, retain, anchor):
-    """(forget pairs, retain pairs, costs): the images and captions of the paper's terms."""
+    """(forget pairs, retain pairs, guard scenes, costs): the images and captions of the paper's terms, and with
+    --pair_guard_latents generated the base's drawings of the anchor beside each kept concept (else None)."""
     source = data_source(args, family)
     if source == "folder":
         if not (args.forget_data_dir and args.retain_data_dir):
             raise UsageError("--data_source folder needs both --forget_data_dir and --retain_data_dir")
         words = list(concepts) + [w for c in concepts for w in world.TRAIN_PARAPHRASES.get(c, ())]
         return (data.from_image_folder(args.forget_data_dir, words, anchor), data.from_image_folder(args.retain_data_dir),
-                {"unet_evals_data": 0})
+                None, {"unet_evals_data": 0})
     if source == "renderer":
         if family != "miniature":
             raise UsageError("--data_source renderer works only with the miniature base model")
         return (*data.from_renderer(concepts, retain, args.num_forget_images, args.num_retain_images, args.seed, anchor),
-                {"unet_evals_data": 0})
+                None, {"unet_evals_data": 0})
     from .generate import generate, load_pipeline
 
     templates = prompt_templates(args, family)
@@ -116,9 +117,24 @@ def load_pairs(args, family, concepts, retain, anchor):
         images, captions, stats = retain_pairs(pipe, args.pretrained_model_name_or_path, retain, templates,
                                                per(args.num_retain_images, retain), args.seed + 7, steps, guidance,
                                                cache_dir, gen)
-    return forget, data.Pairs(images, captions), {
-        "unet_evals_data": forget_evals["unet"] + retain_evals["unet"], "unet_evals_forget_images": forget_evals["unet"],
-        "unet_evals_retain_images": retain_evals["unet"], "retain_cache": {k: stats[k] for k in ("cached", "generated")}}
+    guard, guard_evals, costs = None, {"unet": 0}, {}
+    if args.pair_guard_latents == "generated":  # no concept in them: drawn once per kept concept, cached likewise
+        from .generate import generate_scenes
+
+        n = per(args.pair_guard_scenes, retain)
+        draw = (lambda p, prompts, seeds: generate_scenes(p, prompts, seeds, num_inference_steps=steps,
+                                                          guidance_scale=guidance)) if family == "miniature" else gen
+        with unet_evaluations(pipe.unet) as guard_evals:
+            g_images, g_captions, g_stats = retain_pairs(
+                pipe, args.pretrained_model_name_or_path, retain, templates, n, args.seed + 11, steps, guidance,
+                cache_dir, draw, lambda k: guard_prompts(anchor, k, templates, n, args.seed + 11), f"guard:{anchor}")
+        guard = data.Pairs(g_images, g_captions)
+        costs = {"unet_evals_guard_scenes": guard_evals["unet"],
+                 "guard_cache": {k: g_stats[k] for k in ("cached", "generated")}}
+    return forget, data.Pairs(images, captions), guard, {
+        "unet_evals_data": forget_evals["unet"] + retain_evals["unet"] + guard_evals["unet"],
+        "unet_evals_forget_images": forget_evals["unet"], "unet_evals_retain_images": retain_evals["unet"],
+        "retain_cache": {k: stats[k] for k in ("cached", "generated")}, **costs}
 
 
 def concept_names(args, family, concepts, source):
@@ -178,6 +194,22 @@ def pair_scenes(forget_captions, anchored, seed):
         objects = world.parse(twin)
         if is_pair(caption) and len(objects) == 2:
             scenes[i] = world.render_scene([(shape, colour or rng.choice(world.COLOURS)) for shape, colour in objects], rng)
+    return scenes
+
+
+def guarded_captions(text, guard, concepts, anchor):
+    """{index among text["forget"]: drawing} for the guard's generated scenes: each scene's forget caption names a
+    concept (in turn) where its caption names the anchor, and is appended to the forget captions with the scene's
+    caption as its anchored twin where it is not among them already."""
+    index = {c: i for i, c in enumerate(text["forget"])}
+    scenes = {}
+    for j, (twin, image) in enumerate(zip(guard.captions, guard.images)):
+        caption = re.sub(rf"\b{re.escape(anchor)}\b", concepts[j % len(concepts)], twin)
+        if caption not in index:
+            index[caption] = len(text["forget"])
+            text["forget"].append(caption)
+            text["anchored"].append(twin)
+        scenes[index[caption]] = image
     return scenes
 
 
@@ -243,8 +275,15 @@ def prepare(args, accelerator, on_phase=lambda name: None):
     if args.lambda_pair_guard and not (args.adversarial_every and args.pair_prompts):
         raise UsageError(f"--lambda_pair_guard {args.lambda_pair_guard} runs on the adversarial term's steps and reads "
                          "two-object captions: it needs --adversarial_every > 0, --pair_prompts and --objective anchored")
-    if args.pair_guard_latents == "scenes" and not args.lambda_pair_guard:
-        raise UsageError("--pair_guard_latents scenes sets what the two-object guard reads: it needs --lambda_pair_guard > 0")
+    if args.pair_guard_latents in ("scenes", "generated") and not args.lambda_pair_guard:
+        raise UsageError(f"--pair_guard_latents {args.pair_guard_latents} sets what the two-object guard reads: it needs "
+                         "--lambda_pair_guard > 0")
+    if args.pair_guard_latents == "generated" and data_source(args, family) != "generate":
+        raise UsageError(f"--pair_guard_latents generated draws two-object scenes with the base pipeline beside its own "
+                         f"data: it needs --data_source generate (got {data_source(args, family)})")
+    if args.pair_guard_latents == "generated" and not (args.anchor if args.anchor is not None else family == "miniature"):
+        raise UsageError("--pair_guard_latents generated draws the anchor beside each kept concept: it needs a named "
+                         "--anchor (got none)")
     if args.pair_guard_latents == "scenes" and data_source(args, family) != "renderer":
         raise UsageError(f"--pair_guard_latents scenes draws two-object scenes with the miniature's renderer: it needs "
                          f"--data_source renderer (got {data_source(args, family)}); use --pair_guard_latents noise")
@@ -252,7 +291,7 @@ def prepare(args, accelerator, on_phase=lambda name: None):
     data_defaults(args, family)
     on_phase("data")
     t = time.perf_counter()
-    forget, kept, costs = load_pairs(args, family, concepts, retain, anchor)  # data errors surface before model loads
+    forget, kept, guard, costs = load_pairs(args, family, concepts, retain, anchor)  # data errors before model loads
     seconds = {"data": time.perf_counter() - t}
     on_phase("models")
     t = time.perf_counter()
@@ -276,6 +315,8 @@ def prepare(args, accelerator, on_phase=lambda name: None):
             anchor_states = encoders[0].text(encoders[0].text_encoder, encoders[0].tokenize(forget.anchored))[0]
         pair_width = world.PAIR_SIZE[0] // world.PAIR_SIZE[1] if family == "miniature" else 1
         scenes = pair_scenes(text["forget"], text["anchored"], args.seed) if args.pair_guard_latents == "scenes" else None
+        if guard is not None:
+            scenes = guarded_captions(text, guard, concepts, anchor)
         contrast = kept.images if args.linear_gradient_contrast and args.lambda_adversarial_linear > 0 else None
         unet_term = UNetTerm(args.pretrained_model_name_or_path, forget.images, anchor_states, args.unet_batch_size,
                              args.seed, pair_width, scenes, contrast)

@@ -46,7 +46,8 @@ def validate_args(args):
         raise UsageError(f"--caption_noise {args.caption_noise} must be a share within [0, 1]")
     for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "num_forget_images",
                  "num_retain_images", "text_batch_size", "adversarial_steps", "data_inference_steps", "unet_batch_size",
-                 "adversarial_batch_size", "unet_adversarial_every", "pair_guard_captions"):
+                 "adversarial_batch_size", "unet_adversarial_every", "pair_guard_captions",
+                 "pair_guard_scenes"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:  # None: per data source (data_defaults)
             raise UsageError(f"--{name} {getattr(args, name)} must be a positive integer")
     if args.optimizer_in_backward and args.gradient_accumulation_steps > 1:

@@ -15,7 +15,7 @@ red circle cross four"): where a word search appends its words. Nothing here rea
 import random
 import re
 
-from .data import anchor_caption
+from .data import anchor_caption, concept_prompts
 from .miniature.world import noisy  # the same noise the miniature's base learnt to ignore: filler, a dropped word
 
 
@@ -41,6 +41,17 @@ def pair(first, second):
     """Two captions as one two-object caption: "a red triangle" + "a blue circle" -> "a red triangle and a blue
     circle" (the second keeps only its object phrase)."""
     return f"{first}{PAIR_JOIN}{object_phrase(second)}"
+
+
+def guard_prompts(anchor, kept, templates, n, seed):
+    """n two-object prompts of the anchor beside kept concept `kept` ("a picture of a red blob and a yellow square"),
+    the anchor first in every other one, the kept object's phrase from a template drawn at random, and their seeds'
+    offsets: the scenes the two-object guard reads by name. They name no concept being erased, so the base draws them
+    once per kept concept and they are cached with the retain set (retain_cache)."""
+    rng = random.Random(f"{kept}:{seed}")
+    first, offsets = concept_prompts(anchor, templates, n)
+    second = [templates[rng.randrange(len(templates))].format(kept) for _ in range(n)]
+    return [pair(a, k) if i % 2 == 0 else pair(k, a) for i, (a, k) in enumerate(zip(first, second))], offsets
 
 
 def is_pair(caption):

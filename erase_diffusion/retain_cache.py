@@ -5,7 +5,8 @@ generation settings, cached on disk and reused by every later erasure. Only the 
 
 - base fingerprint: sha256 of the files of every component named in the base's model_index.json (what the images
   depend on), remembered per (path, size, mtime) so an unchanged base is not hashed twice;
-- settings key: sha256 of the templates, images per concept, seed, denoising steps, guidance and image size;
+- settings key: sha256 of the templates, images per concept, seed, denoising steps, guidance and image size (and, for
+  the two-object guard's scenes of the anchor beside each kept concept, their kind: retain_pairs' `kind`);
 - an entry holds `images` (uint8, N x H x W x 3) and, in its metadata, the captions and the sha256 of the images.
 An entry that does not load, or whose digest does not match, is regenerated and never used. Entries are written to a
 temporary file and renamed into place, so two runs writing the same entry at once leave one complete file.
@@ -58,8 +59,9 @@ def fingerprint(base, cache_dir):
     return memo[key]
 
 
-def settings_key(templates, n_per_concept, seed, steps, guidance, size):
-    return _sha(json.dumps([list(templates), n_per_concept, seed, steps, guidance, list(size)]).encode())[:16]
+def settings_key(templates, n_per_concept, seed, steps, guidance, size, kind=None):
+    fields = [list(templates), n_per_concept, seed, steps, guidance, list(size)] + ([kind] if kind else [])
+    return _sha(json.dumps(fields).encode())[:16]
 
 
 def _write_atomic(path, data):
@@ -96,22 +98,26 @@ def load_entry(path):
     return [Image.fromarray(p) for p in pixels], captions
 
 
-def retain_pairs(pipe, base, concepts, templates, n_per_concept, seed, steps, guidance, cache_dir, generate_fn):
+def retain_pairs(pipe, base, concepts, templates, n_per_concept, seed, steps, guidance, cache_dir, generate_fn,
+                 prompts_of=None, kind=None):
     """The retain images and captions of `concepts`, from the cache where present and intact, generated (and cached)
-    otherwise. Returns (images, captions, {'cached': [...], 'generated': [...]})."""
+    otherwise. Returns (images, captions, {'cached': [...], 'generated': [...]}). `prompts_of`: concept -> (prompts,
+    seed offsets), by default its templates in turn; other sets of images of kept concepts (the two-object guard's
+    scenes, `prompts.guard_prompts`) pass their own and a `kind` that keys them apart."""
     from .data import concept_prompts
 
+    prompts_of = prompts_of or (lambda concept: concept_prompts(concept, templates, n_per_concept))
     size = (pipe.unet.config.sample_size * pipe.vae_scale_factor,) * 2
     folder = None
     if cache_dir:
         folder = os.path.join(cache_dir, fingerprint(base, cache_dir),
-                              settings_key(templates, n_per_concept, seed, steps, guidance, size))
+                              settings_key(templates, n_per_concept, seed, steps, guidance, size, kind))
     images, captions, stats = [], [], {"cached": [], "generated": []}
     for concept in concepts:
         path = os.path.join(folder, f"{_sha(concept.encode())[:12]}.safetensors") if folder else None
         entry = load_entry(path) if path else None
         if entry is None:
-            prompts, offsets = concept_prompts(concept, templates, n_per_concept)
+            prompts, offsets = prompts_of(concept)
             entry = (generate_fn(pipe, prompts, [seed + k for k in offsets]), prompts)
             stats["generated"].append(concept)
             if path:

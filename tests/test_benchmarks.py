@@ -60,10 +60,12 @@ def test_baselines_smoke(tmp_path):
     recs = {r["key"]: r for r in lines(tmp_path, "baselines")}
     assert set(recs) == {"base", "renderer", "generate", "generate_warm", "paper", "uce", "esd"}
     assert recs["generate"]["unet_evals"] > recs["generate_warm"]["unet_evals"] > 0  # the warm run reused the retain set
-    # by name the UNet evaluations are its data's and the first-order set's gradients (no guard), each counted once
+    # by name the UNet evaluations are its data's (the guard's drawings among them), the first-order set's gradients
+    # and the guard's, each counted once; warm, the guard's drawings come from the cache with the retain set
     by_name = recs["generate"]["costs"]
-    assert by_name["unet_evals_linearisation"] > 0 and by_name["unet_evals_training"] == 0
-    assert recs["generate"]["unet_evals"] == by_name["unet_evals_data"] + by_name["unet_evals_linearisation"]
+    assert by_name["unet_evals_linearisation"] > 0 and 0 < by_name["unet_evals_guard_scenes"] < by_name["unet_evals_data"]
+    assert recs["generate"]["unet_evals"] == sum(by_name[f"unet_evals_{k}"] for k in ("data", "linearisation", "training"))
+    assert recs["generate_warm"]["costs"]["unet_evals_guard_scenes"] == 0
     # the renderer path's UNet evaluations are its levers' (the gradients and the guard), none for data
     costs = recs["renderer"]["costs"]
     assert recs["esd"]["unet_evals"] > 0 and costs["unet_evals_data"] == 0
@@ -94,8 +96,11 @@ def test_data_curve_smoke_pays_only_for_forget_images_once_the_retain_set_is_cac
     assert [r["costs"]["unet_evals_retain_images"] for r in recs] == [0, 0]  # the warm-up run generated them
     forget = [r["costs"]["unet_evals_forget_images"] for r in recs]
     assert forget[1] == 2 * forget[0] > 0  # twice the forget images, twice their evaluations
-    # and the rest, the first-order set's gradients (per attacked caption, not per image), the same
-    assert recs[1]["unet_evals"] - forget[1] == recs[0]["unet_evals"] - forget[0] > 0
+    # the first-order set's gradients (per attacked caption, not per image) the same; the guard's drawings cached too
+    linear = [r["costs"]["unet_evals_linearisation"] for r in recs]
+    assert linear[0] == linear[1] > 0 and [r["costs"]["unet_evals_guard_scenes"] for r in recs] == [0, 0]
+    assert all(r["unet_evals"] == r["costs"]["unet_evals_data"] + linear[0] + r["costs"]["unet_evals_training"]
+               for r in recs)
     assert all(0.0 <= rec[key] <= 1.0 for rec in recs for key in JUDGED)
     assert os.path.getsize(out["plot"]) > 0
 

@@ -43,7 +43,7 @@ def encoder():
 def test_no_held_out_wording_reaches_erasure_data(concept, encoder):
     retain = [s for s in world.SHAPES if s != concept]
     a = args()
-    forget, kept, _ = load_pairs(a, "miniature", [concept], retain, world.NEUTRAL)
+    forget, kept, _, _ = load_pairs(a, "miniature", [concept], retain, world.NEUTRAL)
     text, _ = caption_sets(a, "miniature", [encoder], [concept], retain, world.NEUTRAL, forget, kept)
     captions = (forget.captions + forget.anchored + kept.captions + text["forget"] + text["anchored"] + text["retain"]
                 + [t.format(concept) for t in (*data.DEFAULT_TEMPLATES, *data.default_templates("miniature"))]
@@ -56,7 +56,7 @@ def test_no_held_out_wording_reaches_erasure_data(concept, encoder):
 def test_the_adversarial_term_attacks_the_renderer_data_s_own_captions_once_each(encoder):
     retain = [s for s in world.SHAPES if s != "triangle"]
     a = args()
-    forget, kept, _ = load_pairs(a, "miniature", ["triangle"], retain, world.NEUTRAL)
+    forget, kept, _, _ = load_pairs(a, "miniature", ["triangle"], retain, world.NEUTRAL)
     text, _ = caption_sets(a, "miniature", [encoder], ["triangle"], retain, world.NEUTRAL, forget, kept)
     assert len(set(forget.captions)) < len(forget.captions)  # rendered captions repeat
     assert text["forget"][:text["core"]] == list(dict.fromkeys(forget.captions))  # not pairs, noise or phrases
@@ -95,7 +95,7 @@ def test_an_erasure_that_mined_held_out_words_is_flagged_by_the_evaluation(encod
 
     retain = [s for s in world.SHAPES if s != "circle"]
     a = args(mine_neighbours=True)
-    forget, kept, _ = load_pairs(a, "miniature", ["circle"], retain, world.NEUTRAL)
+    forget, kept, _, _ = load_pairs(a, "miniature", ["circle"], retain, world.NEUTRAL)
     _, neighbours = caption_sets(a, "miniature", [encoder], ["circle"], retain, world.NEUTRAL, forget, kept)
     (tmp_path / "erasure.json").write_text(json.dumps({"neighbours": neighbours, "levers": {"mine_neighbours": True}}))
     seen = held_out_seen(str(tmp_path))

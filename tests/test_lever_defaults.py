@@ -9,8 +9,10 @@ from erase_diffusion.train import parse_args
     # the renderer's data: the first-order set, the guard on its drawings, 250 steps a concept, the name tied
     ([], (300.0, 10000.0, "scenes", 250, True)),
     (["--concept", "star"], (300.0, 10000.0, "scenes", 500, True)),  # a second concept beside the triangle
-    # by name: the first-order set without the guard (no drawings), 250 steps a concept, no tie
-    (["--data_source", "generate"], (300.0, 0.0, "noise", 250, False)),
+    # by name: the first-order set with the guard on the base's own drawings, 250 steps a concept, no tie
+    (["--data_source", "generate"], (300.0, 10000.0, "generated", 250, False)),
+    (["--data_source", "generate", "--no-linear_gradient_contrast"], (300.0, 0.0, "noise", 250, False)),
+    (["--data_source", "generate", "--lambda_pair_guard", "0"], (300.0, 0.0, "noise", 250, False)),
     # without the adversarial term or on the paper's objective: none of them, 300 steps a concept
     (["--adversarial_every", "0"], (0.0, 0.0, "noise", 300, True)),
     (["--objective", "paper"], (0.0, 0.0, "noise", 300, False)),
@@ -20,7 +22,8 @@ from erase_diffusion.train import parse_args
     (["--lambda_adversarial_linear", "0", "--lambda_pair_guard", "5"], (0.0, 5.0, "scenes", 300, True)),
     (["--no-pair_prompts", "--no-tie_names"], (300.0, 0.0, "noise", 250, False)),
     (["--lambda_pair_guard", "0", "--max_train_steps", "7"], (300.0, 0.0, "noise", 7, True)),
-    (["--data_source", "generate", "--lambda_adversarial_linear", "5", "--tie_names"], (5.0, 0.0, "noise", 250, True)),
+    (["--data_source", "generate", "--lambda_adversarial_linear", "5", "--tie_names"],
+     (5.0, 10000.0, "generated", 250, True)),
     (["--data_source", "generate", "--lambda_adversarial_linear", "0"], (0.0, 0.0, "noise", 300, False))])
 def test_the_levers_and_steps_default_per_data_source(flags, expected):
     from erase_diffusion.defaults import lever_defaults
@@ -29,6 +32,17 @@ def test_the_levers_and_steps_default_per_data_source(flags, expected):
     lever_defaults(args, "miniature")
     assert (args.lambda_adversarial_linear, args.lambda_pair_guard, args.pair_guard_latents,
             args.max_train_steps, args.tie_names) == expected
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ([], (0.0, "noise")),  # a real base's default anchor is empty (the name dropped): no anchor for the base to draw
+    (["--anchor", "object"], (10000.0, "generated"))])
+def test_by_name_on_a_real_base_the_guard_draws_the_anchor_only_where_it_is_a_word(flags, expected):
+    from erase_diffusion.defaults import lever_defaults
+
+    args = parse_args(["--concept", "dog", "--output_dir", "unused", *flags])
+    lever_defaults(args, "sd1")
+    assert (args.lambda_pair_guard, args.pair_guard_latents) == expected
 
 
 @pytest.mark.parametrize("flags, expected", [

@@ -92,3 +92,23 @@ def test_a_caption_s_gradient_images_are_those_naming_its_colours():
     pools = same_words(["a red blob", "a blob", "a green blob", "a blue blob and a red star"], images, world.COLOURS)
     # red images only; no colour named or no image with it: any image; two colours: images naming both (none here)
     assert pools == [[0, 2], None, None, None]
+
+
+def test_the_guard_s_scenes_name_the_anchor_beside_a_kept_concept_and_its_captions_a_concept_in_the_anchor_s_place():
+    from erase_diffusion.data import Pairs
+    from erase_diffusion.erasure_setup import guarded_captions
+    from erase_diffusion.prompts import guard_prompts, is_pair
+
+    templates = data.default_templates("miniature")
+    prompts, offsets = guard_prompts(world.NEUTRAL, "square", templates, 6, seed=0)
+    assert offsets == list(range(6)) and all(is_pair(p) for p in prompts)
+    assert [world.parse(p)[0][0] for p in prompts] == [world.NEUTRAL, "square"] * 3  # the anchor first every other one
+    assert {s for p in prompts for s, _ in world.parse(p)} == {world.NEUTRAL, "square"}
+    text = {"forget": ["a red circle and a blue square"], "anchored": ["a red blob and a blue square"]}
+    guard = Pairs(["drawn 0", "drawn 1", "drawn 2"], ["a red blob and a blue square", "a green blob and a star",
+                                                     "a star and a red blob"])
+    scenes = guarded_captions(text, guard, ["circle", "heart"], world.NEUTRAL)
+    # a caption already among the forget captions keeps its index; new ones come after, each with its scene's caption
+    assert scenes == {0: "drawn 0", 1: "drawn 1", 2: "drawn 2"}
+    assert text["forget"][1:] == ["a green heart and a star", "a star and a red circle"]
+    assert text["anchored"][1:] == guard.captions[1:]

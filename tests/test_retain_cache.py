@@ -107,3 +107,20 @@ def test_data_amounts_default_per_source_and_keep_what_the_user_gave():
     given = args("generate", forget=32)
     data_defaults(given, "miniature")
     assert given.num_forget_images == 32 and given.num_retain_images == 40
+
+
+def test_the_guard_s_generated_scenes_are_cached_per_kept_concept_and_a_later_concept_reuses_them(tmp_path):
+    """--pair_guard_latents generated: the base's drawings of the anchor beside each kept concept name no erased concept,
+    so the circle's erasure after the triangle's draws only those beside the triangle (kept now, erased then)."""
+    flags = ["--data_source", "generate", "--num_forget_images", "4", "--num_retain_images", "10",
+             "--data_inference_steps", "3", "--max_train_steps", "3", "--validation_seeds", "0", "--report_to", "none",
+             "--checkpointing_steps", "0", "--linear_gradient_samples", "1", "--lambda_pair_guard", "1",
+             "--pair_guard_latents", "generated", "--pair_guard_scenes", "20", "--retain_cache_dir", str(tmp_path / "c")]
+    cold = main(parse_args([*flags, "--concept", "triangle", "--output_dir", str(tmp_path / "t")]))["record"]
+    warm = main(parse_args([*flags, "--concept", "circle", "--output_dir", str(tmp_path / "c0")]))["record"]
+    assert cold["costs"]["guard_cache"] == {"cached": [], "generated": ["circle", "square", "star", "heart", "cross"]}
+    assert warm["costs"]["guard_cache"] == {"cached": ["square", "star", "heart", "cross"], "generated": ["triangle"]}
+    # 4 scenes per kept concept, 3 steps with guidance: 6 UNet evaluations each, counted in the data's
+    assert (cold["costs"]["unet_evals_guard_scenes"], warm["costs"]["unet_evals_guard_scenes"]) == (20 * 6, 4 * 6)
+    assert warm["costs"]["unet_evals_data"] == 4 * 6 + 2 * 6 + 4 * 6  # its forget images; the triangle's retain, scenes
+    assert warm["levers"]["pair_guard_latents"] == "generated" and warm["costs"]["unet_evals_training"] > 0
