@@ -1,6 +1,8 @@
 """What the erase flags left unset become, per data source and objective: the data amounts, the robustness levers and
 the steps. Each default says why, with the measurement behind it (benchmarks/README.md)."""
 
+from .miniature import world
+
 
 ADVERSARIAL_EVERY = 2  # the default adversarial period where supported (--adversarial_every)
 # Optimiser steps per erased concept (--max_train_steps) without the first-order set: at 250 one concept took 49 s
@@ -14,11 +16,12 @@ STEPS_PER_CONCEPT = 300
 # attack steps did not do better (benchmarks/README.md, tenth and eleventh rounds).
 # (Its steps a concept hold wherever the set runs, by name too.)
 RENDERER_LEVERS = {"lambda_adversarial_linear": 300.0, "lambda_pair_guard": 10000.0, "steps_per_concept": 250}
-# By name there are no renderer's drawings for the guard (on noise or the base's own drawings, before the contrast below,
-# kept objects fell to 65-90 %). So the set's gradient has the kept images' projected out (--linear_gradient_contrast; at seed 0 kept objects
-# beside the concept 35-50 % without it, 65-85 % with it) and the keep weights are doubled (80-95 %). Over six shapes
-# and four seeds: 28 robust-erasure bars missed against 34 without the set, the soft prompt above its bar in 2 erasures
-# against 16 (2 % against 28 % on average), but colour 95-98 % in 15 (benchmarks/README.md, twenty-first round).
+# By name there are no renderer's drawings for the guard (on noise or the base's own drawings, before the contrast
+# below, kept objects fell to 65-90 %). So the set's gradient has the kept images' projected out
+# (--linear_gradient_contrast; at seed 0 kept objects beside the concept 35-50 % without it, 65-85 % with it) and the
+# keep weights are doubled (80-95 %). Over six shapes and four seeds: 28 robust-erasure bars missed against 34 without
+# the set, the soft prompt above its bar in 2 erasures against 16 (2 % against 28 % on average), but colour 95-98 % in
+# 15 (benchmarks/README.md, twenty-first round).
 # With the by-name templates on diagonals (every colour in the first images) each caption's gradient is read on images
 # of its own colours (--linear_gradient_match): 27 bars missed against 36 without it (twenty-third round).
 # The guard then reads the base pipeline's own drawings of the anchor beside each kept concept, cached with the retain
@@ -33,6 +36,12 @@ KEEP_WEIGHTS = {"lambda_preserve": 150.0, "lambda_anchor": 100.0}  # elsewhere (
 # curve: the image terms add nothing measurable on the miniature, so more images buy nothing).
 RENDERED_DATA = {"num_forget_images": 192, "num_retain_images": 384, "data_inference_steps": 20}
 GENERATED_DATA = {"num_forget_images": 8, "num_retain_images": 40, "data_inference_steps": 10}
+
+
+def anchor_of(args, family):
+    """The word a forget caption's concept becomes: --anchor, else the miniature's neutral blob, else none (the name
+    dropped)."""
+    return args.anchor if args.anchor is not None else (world.NEUTRAL if family == "miniature" else "")
 
 
 def data_source(args, family):
@@ -73,10 +82,8 @@ def lever_defaults(args, family):
     for name, weight in KEEP_WEIGHTS.items():
         if getattr(args, name) is None:
             setattr(args, name, NAME_LEVERS[name] if by_name else weight)
-    # the base draws the anchor beside kept objects where the anchor is a word (the miniature's blob; elsewhere the
-    # default anchor is empty: the concept's name dropped)
-    named = bool(args.anchor) if args.anchor is not None else family == "miniature"
-    generated = data_source(args, family) == "generate" and named
+    # the base draws the anchor beside kept objects where the anchor is a word (elsewhere the default anchor is none)
+    generated = data_source(args, family) == "generate" and bool(anchor_of(args, family))
     if args.lambda_pair_guard is None:  # where there are drawings to read: the renderer's, or the base's by name
         on = (renderer or (generated and by_name)) and args.lambda_adversarial_linear > 0 and args.pair_prompts
         args.lambda_pair_guard = (RENDERER_LEVERS if renderer else NAME_LEVERS)["lambda_pair_guard"] if on else 0.0

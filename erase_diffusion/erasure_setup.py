@@ -15,7 +15,7 @@ from . import data
 from .adversarial import PREFIX, Adversaries, prefixed, suffixed
 from .attacks.common import placeholder_id
 from .costs import unet_evaluations
-from .defaults import data_defaults, data_source, lever_defaults
+from .defaults import anchor_of, data_defaults, data_source, lever_defaults
 from .errors import UsageError
 from .families import default_clip_paths, detect_family, load_encoders
 from .features import FeatureCache
@@ -73,8 +73,7 @@ def resolve_concepts(args, family):
         hint = (f" (every shape is erased: --retain_concepts {world.NEUTRAL} keeps its neutral shape)"
                 if family == "miniature" else "")
         raise UsageError(f"the retain set is empty: name --retain_concepts that the erasure must keep{hint}")
-    anchor = args.anchor if args.anchor is not None else (world.NEUTRAL if family == "miniature" else "")
-    return concepts, retain, anchor
+    return concepts, retain, anchor_of(args, family)
 
 
 def prompt_templates(args, family):
@@ -281,7 +280,7 @@ def prepare(args, accelerator, on_phase=lambda name: None):
     if args.pair_guard_latents == "generated" and data_source(args, family) != "generate":
         raise UsageError(f"--pair_guard_latents generated draws two-object scenes with the base pipeline beside its own "
                          f"data: it needs --data_source generate (got {data_source(args, family)})")
-    if args.pair_guard_latents == "generated" and not (args.anchor if args.anchor is not None else family == "miniature"):
+    if args.pair_guard_latents == "generated" and not anchor_of(args, family):
         raise UsageError("--pair_guard_latents generated draws the anchor beside each kept concept: it needs a named "
                          "--anchor (got none)")
     if args.pair_guard_latents == "scenes" and data_source(args, family) != "renderer":
