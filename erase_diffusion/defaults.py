@@ -62,15 +62,13 @@ def lever_defaults(args, family):
     """Fills the levers and the steps left unset: the first-order set in fewer steps; on the renderer's data with the
     guard on the renderer's drawings (which keeps the kept objects the set costs, RENDERER_LEVERS) and the name tied to
     the anchor's row; elsewhere with the kept images' gradient projected out and doubled keep weights, and where the
-    base generates the data the guard on its own drawings (NAME_LEVERS).
+    base generates the data the guard on its own drawings (NAME_LEVERS) and the name tied to the anchor's row.
     The adversarial term runs where it is supported; the weights' moving average with the anchored objective."""
     if args.adversarial_every is None:
         args.adversarial_every = 0 if family == "sdxl" or args.objective == "paper" else ADVERSARIAL_EVERY
     if args.use_ema is None:  # the paper's objective stays the paper's method
         args.use_ema = args.objective == "anchored"
     renderer = data_source(args, family) == "renderer"
-    if args.tie_names is None:  # a LoRA file carries no rows; by name the tie let the soft prompt through
-        args.tie_names = renderer and args.objective == "anchored" and not args.lora_rank
     if args.lambda_adversarial_linear is None:
         on = args.objective == "anchored" and bool(args.adversarial_every)
         args.lambda_adversarial_linear = (RENDERER_LEVERS if renderer else NAME_LEVERS)["lambda_adversarial_linear"] * on
@@ -84,6 +82,9 @@ def lever_defaults(args, family):
             setattr(args, name, NAME_LEVERS[name] if by_name else weight)
     # the base draws the anchor beside kept objects where the anchor is a word (elsewhere the default anchor is none)
     generated = data_source(args, family) == "generate" and bool(anchor_of(args, family))
+    if args.tie_names is None:  # a LoRA file carries no rows; by name only beside the set (the tie alone let the soft
+        # prompt through, nineteenth round; with the set and the guard on the base's drawings it kept objects, 26th)
+        args.tie_names = (renderer or (generated and by_name)) and args.objective == "anchored" and not args.lora_rank
     if args.lambda_pair_guard is None:  # where there are drawings to read: the renderer's, or the base's by name
         on = (renderer or (generated and by_name)) and args.lambda_adversarial_linear > 0 and args.pair_prompts
         args.lambda_pair_guard = (RENDERER_LEVERS if renderer else NAME_LEVERS)["lambda_pair_guard"] if on else 0.0

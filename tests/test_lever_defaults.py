@@ -9,10 +9,10 @@ from erase_diffusion.train import parse_args
     # the renderer's data: the first-order set, the guard on its drawings, 250 steps a concept, the name tied
     ([], (300.0, 10000.0, "scenes", 250, True)),
     (["--concept", "star"], (300.0, 10000.0, "scenes", 500, True)),  # a second concept beside the triangle
-    # by name: the first-order set with the guard on the base's own drawings, 250 steps a concept, no tie
-    (["--data_source", "generate"], (300.0, 10000.0, "generated", 250, False)),
+    # by name: the first-order set with the guard on the base's own drawings, 250 steps a concept, the name tied
+    (["--data_source", "generate"], (300.0, 10000.0, "generated", 250, True)),
     (["--data_source", "generate", "--no-linear_gradient_contrast"], (300.0, 0.0, "noise", 250, False)),
-    (["--data_source", "generate", "--lambda_pair_guard", "0"], (300.0, 0.0, "noise", 250, False)),
+    (["--data_source", "generate", "--lambda_pair_guard", "0"], (300.0, 0.0, "noise", 250, True)),
     # without the adversarial term or on the paper's objective: none of them, 300 steps a concept
     (["--adversarial_every", "0"], (0.0, 0.0, "noise", 300, True)),
     (["--objective", "paper"], (0.0, 0.0, "noise", 300, False)),
@@ -35,14 +35,15 @@ def test_the_levers_and_steps_default_per_data_source(flags, expected):
 
 
 @pytest.mark.parametrize("flags, expected", [
-    ([], (0.0, "noise")),  # a real base's default anchor is empty (the name dropped): no anchor for the base to draw
-    (["--anchor", "object"], (10000.0, "generated"))])
+    # a real base's default anchor is empty (the name dropped): no anchor for the base to draw, no row to tie to
+    ([], (0.0, "noise", False)),
+    (["--anchor", "object"], (10000.0, "generated", True))])
 def test_by_name_on_a_real_base_the_guard_draws_the_anchor_only_where_it_is_a_word(flags, expected):
     from erase_diffusion.defaults import lever_defaults
 
     args = parse_args(["--concept", "dog", "--output_dir", "unused", *flags])
     lever_defaults(args, "sd1")
-    assert (args.lambda_pair_guard, args.pair_guard_latents) == expected
+    assert (args.lambda_pair_guard, args.pair_guard_latents, args.tie_names) == expected
 
 
 @pytest.mark.parametrize("flags, expected", [
