@@ -82,12 +82,13 @@ def lever_defaults(args, family):
             setattr(args, name, NAME_LEVERS[name] if by_name else weight)
     # the base draws the anchor beside kept objects where the anchor is a word (elsewhere the default anchor is none)
     generated = data_source(args, family) == "generate" and bool(anchor_of(args, family))
+    drawings = renderer or (generated and by_name)  # the guard's: the renderer's, or the base's by name beside the set
     if args.tie_names is None:  # a LoRA file carries no rows; by name only beside the set (the tie alone let the soft
         # prompt through, nineteenth round; beside the set and the guard on the base's drawings 14 bars missed over six
         # shapes and four seeds against 18, inversion 54 against 48 %, twenty-sixth round)
-        args.tie_names = (renderer or (generated and by_name)) and args.objective == "anchored" and not args.lora_rank
-    if args.lambda_pair_guard is None:  # where there are drawings to read: the renderer's, or the base's by name
-        on = (renderer or (generated and by_name)) and args.lambda_adversarial_linear > 0 and args.pair_prompts
+        args.tie_names = drawings and args.objective == "anchored" and not args.lora_rank
+    if args.lambda_pair_guard is None:  # where there are drawings to read
+        on = drawings and args.lambda_adversarial_linear > 0 and args.pair_prompts
         args.lambda_pair_guard = (RENDERER_LEVERS if renderer else NAME_LEVERS)["lambda_pair_guard"] if on else 0.0
     if args.pair_guard_latents is None:  # the renderer's drawings wherever it draws them, else the base's own
         drawn = "scenes" if renderer else ("generated" if generated else "noise")
