@@ -9,7 +9,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # `benchmarks` under plain `pytest`
 
-from benchmarks import ablation, baselines, data_curve, erase_speed, memory, per_concept, scale  # noqa: E402
+from benchmarks import ablation, anchor_floor, baselines, data_curve, erase_speed, memory, per_concept, scale  # noqa: E402
 
 
 JUDGED = ("forget", "held_out", "retain", "colour", "in_prompt_kept", "discrete", "soft_prompt", "inversion")
@@ -141,3 +141,15 @@ def test_per_concept_averages_its_seeds_and_checks_the_bars_on_the_average(capsy
     with pytest.raises(SystemExit):
         per_concept.parse_args(["--seeds", "0,x"])
     assert "--seeds: '0,x': expected comma-separated integers" in capsys.readouterr().err
+
+
+def test_anchor_floor_smoke(tmp_path, default_erasure):
+    anchor_floor.main(anchor_floor.parse_args(["--smoke", "--erased", str(default_erasure[0]),
+                                               "--results_dir", str(tmp_path)]))
+    recs = {(r["encoder"], r["prompts"]): r for r in lines(tmp_path, "anchor_floor")}
+    assert set(recs) == {(e, p) for e in ("base", "erased") for p in ("as evaluated", "anchored (blob)")}
+    assert all(r["images"] == 20 and 0 <= r["kept_right"] <= 1 for r in recs.values())  # 5 kept shapes, 2 orders, 2 seeds
+    # the default erasure ties the name to the anchor's row: its encoder reads the concept's prompt as the twin
+    as_evaluated, anchored = recs["erased", "as evaluated"], recs["erased", "anchored (blob)"]
+    assert (as_evaluated["kept_right"], as_evaluated["erased_gone"]) == (anchored["kept_right"], anchored["erased_gone"])
+    assert [m.replace("triangle", "blob") for m in as_evaluated["missed"]] == anchored["missed"]  # prompt by prompt
