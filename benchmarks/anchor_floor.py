@@ -13,7 +13,6 @@ anchor's row (--tie_names) the erased encoder reads both prompts the same way, s
 
 import argparse
 import os
-import re
 import sys
 
 if __package__ in (None, ""):
@@ -41,12 +40,9 @@ def parse_args(argv=None):
 
 def twins(rows, concepts, anchor):
     """`rows` with every erased concept's word replaced by the anchor in the prompt (objects and kept unchanged)."""
-    def rename(text):
-        for c in concepts:
-            text = re.sub(rf"\b{re.escape(c)}\b", anchor, text)
-        return text
+    from erase_diffusion.prompts import rename
 
-    return [{**r, "prompt": rename(r["prompt"])} for r in rows]
+    return [{**r, "prompt": rename(r["prompt"], concepts, anchor)} for r in rows]
 
 
 def judged(pipe, rows, judge, gen):
