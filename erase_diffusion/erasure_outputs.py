@@ -109,6 +109,7 @@ def levers(args):
             "caption_noise": args.caption_noise if anchored else 0.0,
             "keep_unconditional": anchored and args.keep_unconditional,
             "pair_padding": args.lambda_pair_padding if anchored and args.pair_prompts else 0.0,
+            "pair_anchor": args.lambda_pair_anchor if anchored and args.pair_prompts else 0.0,
             "adversarial": anchored and bool(args.adversarial_every),
             "adversarial_concept_weight": args.adversarial_concept_weight if anchored and args.adversarial_every else 0.0,
             "adversarial_linear": (linear := args.lambda_adversarial_linear if anchored and args.adversarial_every else 0.0),

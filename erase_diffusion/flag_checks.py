@@ -18,7 +18,7 @@ def validate_args(args):
                  "lambda_adversarial", "adversarial_concept_weight", "adversarial_every", "data_guidance_scale",
                  "lambda_unet", "lambda_adversarial_unet", "unet_adversaries", "lambda_pair_guard", "lambda_adversarial_linear",
                  "lambda_adversarial_suffix", "lambda_pair_padding", "lambda_adversarial_words",
-                 "lambda_name_row"):
+                 "lambda_pair_anchor", "lambda_name_row"):
         if getattr(args, name) is not None and getattr(args, name) < 0:
             raise UsageError(f"--{name} {getattr(args, name)} must be >= 0")
     if not 0.0 < args.ema_decay < 1.0:

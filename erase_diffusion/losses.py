@@ -56,6 +56,15 @@ def anchor_loss(new_states, anchor_states):
     return F.mse_loss(new_states, anchor_states)
 
 
+def rows_anchor_loss(new_states, anchor_states, rows):
+    """The anchor term again on some rows of the batch only (two-object captions), every position, but normalised by
+    the whole batch as `anchor_loss` is: its weight adds to the anchor weight on those rows and leaves the other rows'
+    balance against the adversarial terms as it was.
+    L = Σ_{n∈rows,k,d} (h_u(t_n)[k,d] - h_o(t_n[concept→anchor])[k,d])² / (N·K·D).
+    """
+    return F.mse_loss(new_states[rows], anchor_states[rows], reduction="sum") / new_states.numel()
+
+
 def total_loss(terms, weights):
     """Σ_k λ_k · L_k over the terms present; returns the sum and a dict of floats for logging."""
     total = sum(weights[k] * v for k, v in terms.items())

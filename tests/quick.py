@@ -8,3 +8,5 @@ SMALL_DATA = ["--num_forget_images", "24", "--num_retain_images", "48"]
 # the first-order set runs, on one gradient draw a caption (8 by default)
 QUICK = ["--validation_seeds", "0", "--report_to", "none", "--checkpointing_steps", "0", "--linear_gradient_samples", "1",
          *SMALL_DATA]
+# a few steps erasing the triangle: the levers' mechanics, recorded
+TRIANGLE = ["--concept", "triangle", "--max_train_steps", "4", *QUICK]

@@ -5,7 +5,7 @@ import torch
 import quick
 from erase_diffusion.train import main, parse_args
 
-QUICK = ["--concept", "triangle", "--max_train_steps", "4", *quick.QUICK]
+QUICK = quick.TRIANGLE
 
 
 def test_the_name_reads_the_anchors_row_so_whatever_follows_it_reads_the_anchor(tmp_path):
