@@ -62,7 +62,7 @@ def rows_anchor_loss(new_states, anchor_states, rows):
     balance against the adversarial terms as it was.
     L = Σ_{n∈rows,k,d} (h_u(t_n)[k,d] - h_o(t_n[concept→anchor])[k,d])² / (N·K·D).
     """
-    return F.mse_loss(new_states[rows], anchor_states[rows], reduction="sum") / new_states.numel()
+    return anchor_loss(new_states[rows], anchor_states[rows]) * len(rows) / len(new_states)
 
 
 def total_loss(terms, weights):
