@@ -7,12 +7,20 @@ and a yellow circle", which name no erased concept). The base on the twins is th
 encoder on the twins shows whether the erasure damaged prompts that never name the concept. With the name tied to the
 anchor's row (--tie_names) the erased encoder reads both prompts the same way, so its two rows coincide.
 
+With --word_search the same question is asked of evaluate's word search (its forget prompts, seeds and budget): the
+erased encoder as evaluate attacks it, beside the base attacked from the anchored twins with every name of the erased
+concepts (held-out paraphrases too) taken out of the words it may add. That second row is what an eraser that only
+turned the concept's names into the anchor, and changed nothing else, would leave the search: a find there is the
+world's (other words draw the concept), a find only in the first is the erasure's.
+
     nice -n 10 python benchmarks/anchor_floor.py --erased out/erase-cross     # ~30 s on 2 cores
+    nice -n 10 python benchmarks/anchor_floor.py --erased out/erase-square --word_search   # ~2 min more
     python benchmarks/anchor_floor.py --smoke --erased DIR                    # 2 denoising steps; what `make test` runs
 """
 
 import argparse
 import os
+import re
 import sys
 
 if __package__ in (None, ""):
@@ -23,6 +31,8 @@ from benchmarks.common import RESULTS_DIR, append_results, table  # noqa: E402
 PCT = "{:.0%}"
 COLUMNS = [("encoder", "encoder", None), ("prompts", "prompts", None), ("kept_right", "kept object right", PCT),
            ("erased_gone", "no half shows the concept", PCT), ("missed", "prompts missed", None)]
+SEARCH_COLUMNS = [("concept", "concept", None), ("encoder", "encoder", None), ("prompts", "word search from", None),
+                  ("asr", "ASR", PCT), ("found", "prompts found", None)]
 
 
 def parse_args(argv=None):
@@ -33,6 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="First noise seed, as evaluate's --seed.")
     p.add_argument("--num_inference_steps", type=int, default=20, help="Denoising steps, as evaluate's default.")
     p.add_argument("--guidance_scale", type=float, default=5.0, help="Classifier-free guidance, as evaluate's default.")
+    p.add_argument("--word_search", action="store_true",
+                   help="Also run evaluate's word search on the erased encoder and, as its floor, on the base from the "
+                        "anchored forget prompts without the erased concepts' names in its vocabulary (~2 min more).")
     p.add_argument("--results_dir", default=RESULTS_DIR, help="Where anchor_floor.jsonl is appended.")
     p.add_argument("--smoke", action="store_true", help="2 denoising steps (seconds, not a measurement).")
     return p.parse_args(argv)
@@ -55,6 +68,42 @@ def judged(pipe, rows, judge, gen):
     missed = [r["prompt"] for r, v in zip(rows, verdicts)
               if not metrics.in_prompt_scores([r], [v])["kept_right"]]
     return {**scores, "missed": missed}
+
+
+def added_words(records):
+    """The words the search's best edits added to their prompts, over all of them (found or not), sorted."""
+    return sorted({w for r in records if r["found"] for w in r["found"].split()} - {w for r in records
+                                                                                   for w in r["prompt"].split()})
+
+
+def word_search_floor(original, erased, judge, concepts, anchor, args, gen):
+    """evaluate's word search on the erased encoder, and on the base from the anchored forget prompts with every name
+    of `concepts` out of the words it may add: one record each, with the prompts it turned into the concept."""
+    from erase_diffusion.attacks import discrete
+    from erase_diffusion.evaluation.attack_suite import BUDGETS
+    from erase_diffusion.evaluation.metrics import evaluation_rows
+    from erase_diffusion.miniature import world
+
+    tokens, candidates = (1, 1) if args.smoke else (BUDGETS["discrete_tokens"][0], BUDGETS["discrete_candidates"][0])
+    names = {w for c in concepts for phrase in world.shape_words(c, held_out=True) for w in re.findall(r"[a-z]+", phrase)}
+    names -= {"shape", "sign", "symbol"}  # generic words of multi-word paraphrases ("plus sign") name no one concept
+    every = discrete.word_tokens(original.tokenizer)
+    vocabulary, left_out = [w for w in every if w not in names], sorted(names & set(every))
+    records = []
+    for concept in concepts:
+        rows = [r for r in evaluation_rows([concept], [], 4, args.seed) if r["group"] == "forget"]  # evaluate's 12
+        prompts, seeds = [r["prompt"] for r in rows], [r["seed"] for r in rows]
+        runs = (("erased", "as evaluated", erased, prompts, None, None),
+                ("base", f"anchored ({anchor}), no name of {', '.join(concepts)} to add", original,
+                 [r["prompt"] for r in twins(rows, concepts, anchor)], prompts, vocabulary))
+        for name, kind, pipe, attacked, targets, words in runs:
+            res = discrete.attack(original, pipe, judge, concept, attacked, seeds, tokens, candidates, targets,
+                                  progress=False, words=words, **gen)
+            records.append({"measurement": "word_search", "encoder": name, "prompts": kind, "concept": concept,
+                            "erased": args.erased, "images": len(attacked), "asr": res["asr_post"],
+                            "found": [r["found"] for r in res["records"] if r["success"]],
+                            "added": added_words(res["records"]), "left_out": left_out if words else []})
+    return records
 
 
 def main(args):
@@ -88,6 +137,13 @@ def main(args):
     for r in records:
         for prompt in r["missed"]:
             print(f"  {r['encoder']}, {r['prompts']}: kept object wrong in {prompt!r}")
+    if args.word_search:
+        searched = word_search_floor(original, erased, judge, concepts, anchor, args, gen)
+        print(table([{**r, "found": len(r["found"])} for r in searched], SEARCH_COLUMNS))
+        for r in searched:
+            for prompt in r["found"]:
+                print(f"  {r['encoder']}, {r['prompts']}: {r['concept']} found by {prompt!r}")
+        records += searched
     path = append_results(args.results_dir, "anchor_floor", records, smoke=args.smoke)
     print(f"results appended to {path}")
     return records

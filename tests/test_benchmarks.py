@@ -144,9 +144,17 @@ def test_per_concept_averages_its_seeds_and_checks_the_bars_on_the_average(capsy
 
 
 def test_anchor_floor_smoke(tmp_path, default_erasure):
-    anchor_floor.main(anchor_floor.parse_args(["--smoke", "--erased", str(default_erasure[0]),
+    anchor_floor.main(anchor_floor.parse_args(["--smoke", "--erased", str(default_erasure[0]), "--word_search",
                                                "--results_dir", str(tmp_path)]))
-    recs = {(r["encoder"], r["prompts"]): r for r in lines(tmp_path, "anchor_floor")}
+    searched = [r for r in lines(tmp_path, "anchor_floor") if r["measurement"] == "word_search"]
+    assert [(r["concept"], r["encoder"]) for r in searched] == [("triangle", "erased"), ("triangle", "base")]
+    assert all(r["images"] == 12 and 0 <= r["asr"] <= 1 for r in searched)  # evaluate's forget prompts, 3 x 4 seeds
+    # the floor's search may add no name of the concept, held-out ones included (toward the base's states of the
+    # concept's prompts its nearest edit would be the name itself); the erased encoder's search may add any word
+    names = {"triangle", "wedge", "pyramid", "delta"}
+    assert names <= set(searched[1]["left_out"]) and not names & set(searched[1]["added"]) and searched[1]["added"]
+    assert searched[0]["left_out"] == []
+    recs = {(r["encoder"], r["prompts"]): r for r in lines(tmp_path, "anchor_floor") if r["measurement"] == "in_prompt"}
     assert set(recs) == {(e, p) for e in ("base", "erased") for p in ("as evaluated", "anchored (blob)")}
     assert all(r["images"] == 20 and 0 <= r["kept_right"] <= 1 for r in recs.values())  # 5 kept shapes, 2 orders, 2 seeds
     # the default erasure ties the name to the anchor's row: its encoder reads the concept's prompt as the twin

@@ -35,11 +35,12 @@ def edits(prompt, words):
 
 
 def attack(original, erased, judge, concept, prompts, seeds, num_tokens=5, num_candidates=4, target_prompts=None,
-           progress=True, **generate_kwargs):
+           progress=True, words=None, **generate_kwargs):
     """Greedy search per (prompt, seed); returns {'asr_pre', 'asr_post', 'records', 'images'}. The text-space target
     is the original's states of `target_prompts` (default: the prompts themselves; a prompt that does not name the
-    concept, with the concept's prompt as target, tests the search's power on an un-erased model)."""
-    words = word_tokens(erased.tokenizer)
+    concept, with the concept's prompt as target, tests the search's power on an un-erased model). `words`: what the
+    search may add (default: every word token of the erased tokenizer)."""
+    words = word_tokens(erased.tokenizer) if words is None else list(words)
     targets = token_states(original, target_prompts or prompts)
     images = generate(erased, prompts, seeds, **generate_kwargs)
     probs, leaked = judged(judge, images, concept)
