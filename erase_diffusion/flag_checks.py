@@ -31,10 +31,10 @@ def validate_args(args):
         raise UsageError(f"--suffix_captions {args.suffix_captions} must be >= 0")
     if args.linear_gradient_samples < 1:
         raise UsageError(f"--linear_gradient_samples {args.linear_gradient_samples} must be a positive integer")
-    if args.learning_rate is None:
-        args.learning_rate = 1e-3 if args.lora_rank else 1e-4  # low-rank updates need larger steps to move as far
-    if args.learning_rate <= 0:
+    if args.learning_rate is not None and args.learning_rate <= 0:  # None: per objective and LoRA (lever_defaults)
         raise UsageError(f"--learning_rate {args.learning_rate} must be > 0")
+    if args.lr_warmup_steps < 0:
+        raise UsageError(f"--lr_warmup_steps {args.lr_warmup_steps} must be >= 0")
     if args.lora_rank is not None and args.lora_rank <= 0:
         raise UsageError(f"--lora_rank {args.lora_rank} must be a positive integer")
     if args.tie_names and args.lora_rank:

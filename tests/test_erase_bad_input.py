@@ -44,6 +44,7 @@ def cases(tmp_path):
                                   "--retain_data_dir", retain], "metadata.jsonl"),
         "negative lambda": (["--lambda_forget", "-1"], "--lambda_forget -1"),
         "zero lr": (["--learning_rate", "0"], "--learning_rate 0"),
+        "negative warm-up": (["--lr_warmup_steps", "-1"], "--lr_warmup_steps -1"),
         "zero lora rank": (["--lora_rank", "0"], "--lora_rank 0"),
         "non-empty output": (["--output_dir", str(full)], "not empty"),
         "missing checkpoint": (["--resume_from_checkpoint", "checkpoint-999"], "checkpoint-999"),

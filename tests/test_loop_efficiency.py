@@ -180,3 +180,16 @@ def test_the_moving_average_is_what_is_saved_and_resumes_exactly(tmp_path):
     shutil.copytree(tmp_path / "last" / "checkpoints", tmp_path / "mixed" / "checkpoints")
     with pytest.raises(UsageError, match="--no-use_ema"):  # a checkpoint without the average cannot resume one
         run(tmp_path / "mixed", "--resume_from_checkpoint", "latest", "--checkpointing_steps", "0")
+
+
+def test_a_learning_rate_schedule_changes_the_steps_resumes_exactly_and_steps_inside_the_backward_pass(tmp_path):
+    cosine = ["--lr_scheduler", "cosine", "--lr_warmup_steps", "2", "--no-use_ema"]  # the last step's weights
+    constant = run(tmp_path / "constant", "--no-use_ema")
+    decayed = run(tmp_path / "cosine", *cosine, "--checkpointing_steps", "5")
+    assert not same(constant, decayed)
+    in_backward = run(tmp_path / "in_backward", *cosine, "--optimizer_in_backward")
+    assert same(decayed, in_backward)  # each per-parameter Adam follows the same schedule
+    shutil.copytree(tmp_path / "cosine" / "checkpoints", tmp_path / "resumed" / "checkpoints")
+    resumed = run(tmp_path / "resumed", *cosine, "--resume_from_checkpoint", "latest", "--checkpointing_steps", "0")
+    assert same(decayed, resumed)  # the schedule picks up at the checkpoint's step, not at its start
+    assert json.load(open(tmp_path / "resumed" / "erasure.json"))["flags"]["lr_scheduler"] == "cosine"
